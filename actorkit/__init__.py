@@ -1,0 +1,50 @@
+"""actorkit: Ray's core API -- tasks, actors, objects -- in pure Python on multiprocessing.
+
+    import actorkit as ray
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    ray.init()
+    print(ray.get([square.remote(i) for i in range(4)]))   # [0, 1, 4, 9]
+    ray.shutdown()
+
+This module is the whole public surface; everything else is private.
+"""
+
+from . import exceptions
+from .api import (
+    RuntimeContext,
+    available_resources,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    get_runtime_context,
+    nodes,
+    put,
+    remote,
+    wait,
+)
+from .object_ref import ObjectRef
+from .runtime import init, is_initialized, shutdown
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "RuntimeContext",
+    "available_resources",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

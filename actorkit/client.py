@@ -1,0 +1,353 @@
+"""The client side of a node: one per process (the driver, each worker).
+
+Data flow (one task, driver and worker on the same node)::
+
+    driver                        node event loop                 worker
+    f.remote(x) ── SUBMIT ──────▶ deps ready? resources free? ──▶ EXECUTE
+    get(ref) ──── SUBSCRIBE ────▶ (waits for the object)           runs f(x)
+                                  stores result, READY ◀────────── DONE
+    value ◀──────── READY ──────  (to every subscriber)
+
+A receiver thread reads everything the node sends and fills the table of
+ready objects; callers block on a condition until what they wait for is
+there.  Small values travel inside READY; large ones stay in shared memory
+and are mapped by the reader.
+
+Reference counting: the node counts each process holding a ref once.  This
+client counts its live ObjectRefs per object and tells the node on the first
+(ADDREF) and after the last (DECREF).  ``ObjectRef.__del__`` only puts the id
+on a queue that is safe to use from finalizers; a flusher thread and every
+send drain it, so no lock is taken inside ``__del__``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import mmap
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import payload as payload_codec
+from . import protocol as P
+from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
+from .object_ref import ObjectRef
+from .payload import Payload
+from .task_spec import TaskSpec
+
+_STOP = object()
+
+
+class Client:
+    """A process's connection to its node: submits tasks, puts and gets objects."""
+
+    def __init__(
+        self,
+        channel: P.Channel,
+        *,
+        session: str,
+        job_id: bytes,
+        role: str,
+        worker_id: int | None = None,
+        on_message: Callable[[tuple[Any, ...]], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.job_id = job_id
+        self.role = role
+        self.worker_id = worker_id
+        self._channel = channel
+        self._on_message = on_message  # the role's handler for non-object messages
+        # Re-entrant: output forwarding may send from inside a send (a finalizer that prints).
+        self._send_lock = threading.RLock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._ready: dict[bytes, Payload] = {}
+        self._mappings: dict[bytes, mmap.mmap] = {}
+        self._subscribed: set[bytes] = set()
+        self._callbacks: dict[bytes, list[Callable[[Payload], None]]] = {}
+        self._local_refs: dict[bytes, int] = {}
+        self._addrefs: list[bytes] = []
+        self._releases: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._exported: set[bytes] = set()
+        self._id_prefix = os.urandom(8)
+        self._counter = itertools.count(1)
+        self._failure: BaseException | None = None
+        self.closed = False
+        # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
+        self.in_task = False
+        self.stats = {"submitted": 0, "puts": 0, "gets": 0}
+        self._send([(P.HELLO, role, os.getpid(), worker_id, job_id)])
+        self._receiver = threading.Thread(target=self._receive_loop, name="actorkit-receiver", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="actorkit-ref-flusher", daemon=True)
+        self._receiver.start()
+        self._flusher.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "connected"
+        return (
+            f"<Client {self.role} pid={os.getpid()} {state} refs={len(self._local_refs)} "
+            f"submitted={self.stats['submitted']} puts={self.stats['puts']}>"
+        )
+
+    # ----------------------------------------------------------------- ids
+
+    def new_task_id(self) -> bytes:
+        return self._id_prefix + next(self._counter).to_bytes(4, "big")
+
+    # ------------------------------------------------------------ sending
+
+    def _send(self, messages: list[tuple[Any, ...]]) -> None:
+        """Send ``messages`` after any pending reference-count updates, in order."""
+        with self._send_lock:
+            with self._lock:
+                self._check_open()
+                decrefs = self._drain_releases_locked()
+                head: list[tuple[Any, ...]] = []
+                if self._addrefs:
+                    head.append((P.ADDREF, self._addrefs))
+                    self._addrefs = []
+                if decrefs:
+                    head.append((P.DECREF, decrefs))
+            try:
+                self._channel.send(head + messages if head else messages)
+            except OSError as e:
+                self._fail(NodeDiedError(f"lost the connection to the node: {e}"))
+                raise self._failure from e  # type: ignore[misc]
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("actorkit was shut down; call actorkit.init() to start again")
+        if self._failure is not None:
+            raise self._failure
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._send([message])
+
+    # ------------------------------------------------------ reference counts
+
+    def adopt_ref(self, object_id: bytes) -> ObjectRef:
+        """A ref met while unpickling: count it, telling the node if it is new here."""
+        with self._lock:
+            n = self._local_refs.get(object_id, 0)
+            self._local_refs[object_id] = n + 1
+            if n == 0:
+                self._addrefs.append(object_id)
+        return ObjectRef(object_id, self)
+
+    def _own_ref(self, object_id: bytes) -> ObjectRef:
+        """A ref the node already counts as held by this process (put, submit)."""
+        with self._lock:
+            self._local_refs[object_id] = self._local_refs.get(object_id, 0) + 1
+        return ObjectRef(object_id, self)
+
+    def release_ref(self, object_id: bytes) -> None:
+        # Called from ObjectRef.__del__: SimpleQueue.put is safe there.
+        if not self.closed:
+            self._releases.put(object_id)
+
+    def _drain_releases_locked(self) -> list[bytes]:
+        decrefs = []
+        while True:
+            try:
+                object_id = self._releases.get_nowait()
+            except queue.Empty:
+                return decrefs
+            if object_id is _STOP:
+                self._releases.put(_STOP)
+                return decrefs
+            n = self._local_refs.get(object_id, 0) - 1
+            if n > 0:
+                self._local_refs[object_id] = n
+                continue
+            self._local_refs.pop(object_id, None)
+            self._ready.pop(object_id, None)
+            self._mappings.pop(object_id, None)
+            self._subscribed.discard(object_id)
+            decrefs.append(object_id)
+
+    def _flush_loop(self) -> None:
+        while True:
+            item = self._releases.get()
+            if item is _STOP:
+                return
+            self._releases.put(item)  # back in line; _send drains it with the rest
+            try:
+                self._send([])
+            except BaseException:
+                return
+
+    # ------------------------------------------------------------ receiving
+
+    def _receive_loop(self) -> None:
+        try:
+            while True:
+                for message in self._channel.recv():
+                    if message[0] == P.READY:
+                        self._on_ready(message[1], message[2])
+                    elif self._on_message is not None:
+                        self._on_message(message)
+        except (P.ChannelClosed, OSError) as e:
+            if not self.closed:
+                self._fail(NodeDiedError(f"the node server closed the connection ({e})"))
+        except BaseException as e:  # a bug: make it visible to every waiter
+            self._fail(e)
+            raise
+
+    def _on_ready(self, object_id: bytes, payload: Payload) -> None:
+        with self._lock:
+            callbacks = self._callbacks.pop(object_id, None)
+            if object_id in self._local_refs:
+                self._ready[object_id] = payload
+            self._changed.notify_all()
+        for callback in callbacks or ():
+            callback(payload)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+            callbacks = self._callbacks
+            self._callbacks = {}
+            self._changed.notify_all()
+        for pending in callbacks.values():
+            for callback in pending:
+                callback(None)  # type: ignore[arg-type]
+        if self._on_message is not None:
+            self._on_message((P.EXIT,))
+
+    # -------------------------------------------------------------- objects
+
+    def put(self, value: Any) -> ObjectRef:
+        object_id = self.new_task_id() + b"\0\0\0\0"
+        data = payload_codec.encode(value, self.session)
+        with self._lock:
+            self._ready[object_id] = data
+        ref = self._own_ref(object_id)
+        self._send([(P.PUT, object_id, data)])
+        self.stats["puts"] += 1
+        return ref
+
+    def submit(self, spec: TaskSpec) -> list[ObjectRef]:
+        if spec.function_bytes is not None:
+            self._exported.add(spec.function_id)
+        refs = [self._own_ref(object_id) for object_id in spec.return_ids()]
+        self._send([(P.SUBMIT, spec)])
+        self.stats["submitted"] += 1
+        return refs
+
+    def has_exported(self, function_id: bytes) -> bool:
+        return function_id in self._exported
+
+    def _subscribe_missing(self, object_ids: Iterable[bytes]) -> list[bytes]:
+        """Ask the node for those of ``object_ids`` not here yet; return them."""
+        with self._lock:
+            missing = [o for o in object_ids if o not in self._ready]
+            new = [o for o in missing if o not in self._subscribed]
+            self._subscribed.update(new)
+        if new:
+            self._send([(P.SUBSCRIBE, new)])
+        return missing
+
+    def wait_ready(self, object_ids: list[bytes], num_ready: int, timeout: float | None) -> set[bytes]:
+        """Block until ``num_ready`` of ``object_ids`` are ready here (or timeout)."""
+        missing = self._subscribe_missing(object_ids)
+        if len(object_ids) - len(missing) >= num_ready:
+            with self._lock:
+                return {o for o in object_ids if o in self._ready}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lent = self.in_task
+        if lent:
+            self.send((P.BLOCKED,))
+        try:
+            with self._lock:
+                while True:
+                    if self._failure is not None:
+                        raise self._failure
+                    ready = {o for o in object_ids if o in self._ready}
+                    if len(ready) >= num_ready:
+                        return ready
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return ready
+                    self._changed.wait(remaining)
+        finally:
+            if lent:
+                self.send((P.UNBLOCKED,))
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        object_ids = [r._id for r in refs]
+        ready = self.wait_ready(object_ids, len(set(object_ids)), timeout)
+        if len(ready) < len(set(object_ids)):
+            not_ready = [r for r in refs if r._id not in ready]
+            shown = ", ".join(map(repr, not_ready[:3])) + (", ..." if len(not_ready) > 3 else "")
+            raise GetTimeoutError(
+                f"get() timed out after {timeout} s: {len(not_ready)} of {len(refs)} "
+                f"objects not ready ({shown})"
+            )
+        self.stats["gets"] += 1
+        return [self._value(object_id) for object_id in object_ids]
+
+    def _value(self, object_id: bytes) -> Any:
+        with self._lock:
+            data = self._ready[object_id]
+            mapping = self._mappings.get(object_id)
+            if data.segment is not None and mapping is None:
+                # One mapping per object and process: every get() of it shares the memory.
+                from . import shm
+
+                mapping = self._mappings[object_id] = shm.attach(data.segment, data.segment_size)
+        value = payload_codec.decode(data, mapping)
+        if data.is_error:
+            raise value
+        return value
+
+    def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        object_id = ref._id
+
+        def complete(data: Payload | None) -> None:
+            if data is None:
+                fut.set_exception(self._failure or ObjectLostError(f"{ref!r} was lost"))
+                return
+            try:
+                value = payload_codec.decode(data)
+            except BaseException as e:
+                fut.set_exception(e)
+                return
+            if data.is_error:
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
+
+        with self._lock:
+            data = self._ready.get(object_id)
+            if data is None:
+                self._callbacks.setdefault(object_id, []).append(complete)
+        if data is not None:
+            complete(data)
+        else:
+            # Keep the ref alive until the future completes.
+            fut.add_done_callback(lambda _f, _keep=ref: None)
+            self._subscribe_missing([object_id])
+        return fut
+
+    # -------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Disconnect; waiters get an error, later calls a clear one."""
+        if self.closed:
+            return
+        try:
+            self._send([])  # the last reference-count updates
+        except BaseException:
+            pass
+        self.closed = True
+        self._fail(RuntimeError("actorkit was shut down while waiting"))
+        self._releases.put(_STOP)
+        self._channel.close()
+        if threading.current_thread() is not self._receiver:
+            self._receiver.join(timeout=5)

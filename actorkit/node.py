@@ -1,0 +1,707 @@
+"""The node server ("raylet"): scheduler, resource ledger, worker pool, object directory.
+
+The node runs in its own spawned process as a spawn-context
+``multiprocessing`` Manager server.  The Manager serves the control plane
+(``NodeControl``: information, resources, stop), one thread per caller.  The
+data plane (tasks and objects) is a separate listener served by one event
+loop thread that owns all of the node's state::
+
+    accept thread ──(authenticated sockets)──┐
+    Manager threads ──(call_soon closures)───┼──▶ wakeup pipe ─┐
+    client sockets (drivers, workers) ───────┴─────────────────┼─▶ selector ─▶ handlers
+    worker process sentinels (death) ──────────────────────────┘      │
+                                                   schedule() ◀───────┘ then flush outboxes
+
+Nothing in the loop blocks: sockets are non-blocking and outgoing messages
+are queued per client and written as one frame per loop turn.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import multiprocessing
+import os
+import queue
+import selectors
+import shutil
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Listener
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+from . import payload as payload_codec
+from . import protocol as P
+from . import shm
+from .exceptions import ObjectLostError, WorkerCrashedError
+from .payload import Payload
+from .procutil import set_process_name
+from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of
+from .task_spec import TaskSpec
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class NodeConfig:
+    session: str
+    session_dir: str
+    authkey: bytes
+    resources: dict[str, float]
+    object_store_memory: int
+    owner_pid: int
+    prestart_workers: int = 0
+    node_id: str = field(default_factory=lambda: os.urandom(14).hex())
+
+    @property
+    def data_address(self) -> str:
+        return os.path.join(self.session_dir, "data.sock")
+
+
+class ObjectEntry:
+    __slots__ = ("payload", "refcount", "subscribers", "dependents")
+
+    def __init__(self) -> None:
+        self.payload: Payload | None = None
+        self.refcount = 0
+        self.subscribers: list[ClientState] | None = None
+        self.dependents: list[TaskRecord] | None = None
+
+
+class TaskRecord:
+    __slots__ = ("spec", "owner", "demand", "seq", "unresolved", "worker", "allocation", "retries_left")
+
+    def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
+        self.spec = spec
+        self.owner = owner
+        self.demand = demand_of(spec.resources)
+        self.seq = seq
+        self.unresolved = 0
+        self.worker: WorkerState | None = None
+        self.allocation: Allocation | None = None
+        self.retries_left = spec.max_retries
+
+    def __repr__(self) -> str:
+        return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
+
+
+class ClientState:
+    """A connected driver or worker, as the node sees it."""
+
+    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed")
+
+    def __init__(self, conn: P.NodeConn) -> None:
+        self.conn = conn
+        self.role = "unknown"
+        self.pid = 0
+        self.job_id = b""
+        self.held: set[bytes] = set()
+        self.worker: WorkerState | None = None
+        self.writing = False
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<{self.role} pid={self.pid}>"
+
+
+class WorkerState:
+    __slots__ = ("worker_id", "process", "client", "task", "loaded", "blocked")
+
+    def __init__(self, worker_id: int, process: Any) -> None:
+        self.worker_id = worker_id
+        self.process = process
+        self.client: ClientState | None = None
+        self.task: TaskRecord | None = None
+        self.loaded: set[bytes] = set()
+        self.blocked = False
+
+    def __repr__(self) -> str:
+        pid = self.process.pid
+        doing = f"running {self.task.spec.name}" if self.task else "idle"
+        return f"<Worker {self.worker_id} pid={pid} {doing}>"
+
+
+class Node:
+    """All state of one node, owned by its event loop thread."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.ledger = ResourceLedger(config.resources)
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.drivers: dict[bytes, ClientState] = {}
+        self.workers: dict[int, WorkerState] = {}
+        self.running: dict[bytes, TaskRecord] = {}
+        self.ready = ReadyQueue()
+        self.stats = {"tasks_finished": 0, "tasks_retried": 0, "workers_started": 0, "objects_freed": 0}
+        self._seq = itertools.count()
+        self._worker_ids = itertools.count(1)
+        self._dirty: set[ClientState] = set()
+        self._schedule_needed = False
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+        self._listener = Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)
+        self._handlers: dict[int, Callable[[ClientState, tuple[Any, ...]], None]] = {
+            P.HELLO: self._on_hello,
+            P.SUBMIT: self._on_submit,
+            P.PUT: self._on_put,
+            P.SUBSCRIBE: self._on_subscribe,
+            P.ADDREF: self._on_addref,
+            P.DECREF: self._on_decref,
+            P.DONE: self._on_done,
+            P.BLOCKED: self._on_blocked,
+            P.UNBLOCKED: self._on_unblocked,
+            P.LOG: self._on_log,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<Node {self.config.node_id[:8]} workers={len(self.workers)} running={len(self.running)} "
+            f"queued={len(self.ready)} objects={len(self.objects)}>"
+        )
+
+    # ------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept_loop, name="actorkit-accept", daemon=True).start()
+        threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
+        for _ in range(self.config.prestart_workers):
+            self.call_soon(self._spawn_worker)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the event loop thread (from any thread)."""
+        self._calls.put(fn)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn`` on the loop thread and return its result."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+        self.call_soon(run)
+        return fut.result(timeout)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                conn = self._listener.accept()
+            except Exception:
+                # A failed handshake (wrong key, peer gone) must not stop the listener.
+                if self._stopping:
+                    return
+                continue
+            sock = P.detach(conn)
+            self.call_soon(lambda sock=sock: self._add_client(sock))
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                for key, mask in self._selector.select():
+                    key.data(mask)
+                if self._schedule_needed:
+                    self._schedule()
+                self._flush()
+        except BaseException:
+            traceback.print_exc()
+            self._stopping = True
+        finally:
+            self._cleanup()
+
+    def _on_wakeup(self, _mask: int) -> None:
+        try:
+            os.read(self._wake_r, 65536)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    # ------------------------------------------------------------ clients
+
+    def _add_client(self, sock: socket.socket) -> None:
+        client = ClientState(P.NodeConn(sock))
+        self._selector.register(client.conn.sock, selectors.EVENT_READ, lambda mask: self._on_client_io(client, mask))
+
+    def _on_client_io(self, client: ClientState, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            try:
+                messages = client.conn.feed()
+            except P.ChannelClosed:
+                self._disconnect(client)
+                return
+            handlers = self._handlers
+            for message in messages:
+                handlers[message[0]](client, message)
+        if mask & selectors.EVENT_WRITE and not client.closed:
+            self._dirty.add(client)
+
+    def _send(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        if not client.closed:
+            client.conn.queue(message)
+            self._dirty.add(client)
+
+    def _flush(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        for client in dirty:
+            if client.closed:
+                continue
+            done = client.conn.flush()
+            if done == client.writing:  # wanting to write changed
+                client.writing = not done
+                events = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
+                self._selector.modify(client.conn.sock, events, self._selector.get_key(client.conn.sock).data)
+
+    def _disconnect(self, client: ClientState) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        self._selector.unregister(client.conn.sock)
+        client.conn.close()
+        for object_id in client.held:
+            self._decref(object_id)
+        client.held.clear()
+        if client.role == "driver":
+            self.drivers.pop(client.job_id, None)
+            if client.pid == self.config.owner_pid:
+                # The driver that started this node is gone (even if killed): stop.
+                self._stopping = True
+        elif client.worker is not None and client.worker.process.is_alive():
+            # A worker that hangs up is of no use any more; its sentinel reports the exit.
+            client.worker.process.kill()
+
+    def _on_hello(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, client.role, client.pid, worker_id, client.job_id = message
+        if client.role == "driver":
+            self.drivers[client.job_id] = client
+        elif client.role == "worker":
+            worker = self.workers.get(worker_id)
+            if worker is None:  # a worker we already gave up on
+                self._send(client, (P.EXIT,))
+                return
+            worker.client = client
+            client.worker = worker
+            self._schedule_needed = True
+
+    # ------------------------------------------------------------ objects
+
+    def _on_put(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, object_id, payload = message
+        entry = self.objects.get(object_id)
+        if entry is None:
+            entry = self.objects[object_id] = ObjectEntry()
+        entry.refcount += 1
+        client.held.add(object_id)
+        self._set_object(object_id, payload)
+
+    def _set_object(self, object_id: bytes, payload: Payload) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None or entry.payload is not None:
+            # Nobody holds a ref any more (or a retried task ran twice): drop it.
+            payload_codec.release(payload)
+            return
+        entry.payload = payload
+        for contained in payload.contained:
+            self._incref(contained)
+        if entry.subscribers:
+            for subscriber in entry.subscribers:
+                self._send(subscriber, (P.READY, object_id, payload))
+            entry.subscribers = None
+        if entry.dependents:
+            for task in entry.dependents:
+                task.unresolved -= 1
+                if task.unresolved == 0:
+                    self._make_ready(task)
+            entry.dependents = None
+
+    def _on_subscribe(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        for object_id in message[1]:
+            entry = self.objects.get(object_id)
+            if entry is None:
+                lost = ObjectLostError(
+                    f"object {object_id.hex()} is gone: it was freed or its owner died"
+                )
+                self._send(client, (P.READY, object_id, self._error_payload(lost)))
+            elif entry.payload is not None:
+                self._send(client, (P.READY, object_id, entry.payload))
+            elif entry.subscribers is None:
+                entry.subscribers = [client]
+            else:
+                entry.subscribers.append(client)
+
+    def _on_addref(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        held = client.held
+        for object_id in message[1]:
+            if object_id not in held and object_id in self.objects:
+                held.add(object_id)
+                self.objects[object_id].refcount += 1
+
+    def _on_decref(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        held = client.held
+        for object_id in message[1]:
+            if object_id in held:
+                held.discard(object_id)
+                self._decref(object_id)
+
+    def _incref(self, object_id: bytes) -> None:
+        entry = self.objects.get(object_id)
+        if entry is not None:
+            entry.refcount += 1
+
+    def _decref(self, object_id: bytes) -> None:
+        pending = [object_id]
+        while pending:
+            freed_id = pending.pop()
+            entry = self.objects.get(freed_id)
+            if entry is None:
+                continue
+            entry.refcount -= 1
+            if entry.refcount > 0:
+                continue
+            del self.objects[freed_id]
+            self.stats["objects_freed"] += 1
+            if entry.payload is not None:
+                payload_codec.release(entry.payload)
+                pending.extend(entry.payload.contained)
+
+    def _error_payload(self, error: BaseException) -> Payload:
+        return payload_codec.encode(error, self.config.session, is_error=True)
+
+    # -------------------------------------------------------------- tasks
+
+    def _on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        spec: TaskSpec = message[1]
+        if spec.function_bytes is not None:
+            self.functions.setdefault(spec.function_id, spec.function_bytes)
+            spec = spec._replace(function_bytes=None)
+        task = TaskRecord(spec, client, next(self._seq))
+        for object_id in spec.return_ids():
+            entry = self.objects[object_id] = ObjectEntry()
+            entry.refcount = 1
+            client.held.add(object_id)
+        for object_id in spec.args.contained:
+            self._incref(object_id)
+        for object_id in spec.deps:
+            entry = self.objects.get(object_id)
+            if entry is None:
+                lost = ObjectLostError(f"argument {object_id.hex()} of {spec.name} was freed or lost")
+                self._finish(task, [self._error_payload(lost)] * spec.num_returns, pinned_deps=False)
+                return
+        for object_id in spec.deps:
+            entry = self.objects[object_id]
+            entry.refcount += 1
+            if entry.payload is None:
+                if entry.dependents is None:
+                    entry.dependents = [task]
+                else:
+                    entry.dependents.append(task)
+                task.unresolved += 1
+        if task.unresolved == 0:
+            self._make_ready(task)
+
+    def _make_ready(self, task: TaskRecord) -> None:
+        for object_id in task.spec.deps:
+            dep = self.objects[object_id].payload
+            if dep is not None and dep.is_error:
+                # Errors flow through: the task fails with its argument's error.
+                # (Error payloads are inline, so sharing one between objects is safe.)
+                self._finish(task, [dep] * task.spec.num_returns)
+                return
+        missing = self.ledger.missing(task.demand)
+        if missing:
+            self._warn(
+                task.owner,
+                f"Warning: task {task.spec.name} needs {missing}, more than this node has "
+                f"({self.ledger.snapshot(self.ledger.total)}); it waits until a node that "
+                f"has them joins.",
+            )
+        self.ready.push(task)
+        self._schedule_needed = True
+
+    def _schedule(self) -> None:
+        self._schedule_needed = False
+        idle = [w for w in self.workers.values() if w.client is not None and w.task is None]
+        for tasks in self.ready.heads():
+            while tasks:
+                task = tasks[0]
+                if not self.ledger.fits(task.demand):
+                    break
+                if not idle:
+                    self._grow_pool()
+                    return
+                self.ready.pop_from(tasks)
+                self._start(task, idle.pop())
+
+    def _grow_pool(self) -> None:
+        """Start workers for the ready tasks that resources allow to run now."""
+        starting = sum(1 for w in self.workers.values() if w.client is None)
+        unblocked = sum(1 for w in self.workers.values() if not w.blocked)
+        available = dict(self.ledger.available)
+        runnable = 0
+        for tasks in self.ready.heads():
+            for task in tasks:
+                if any(available.get(n, 0) < u for n, u in task.demand.items()):
+                    break
+                for n, u in task.demand.items():
+                    available[n] -= u
+                runnable += 1
+                if runnable > starting + 64:
+                    break
+        limit = max(int(self.ledger.total.get("CPU", 0) // 10_000), 1) * 4 + 16
+        for _ in range(min(runnable - starting, limit - unblocked)):
+            self._spawn_worker()
+
+    def _spawn_worker(self) -> None:
+        from .worker import WorkerArgs, main
+
+        worker_id = next(self._worker_ids)
+        args = WorkerArgs(
+            address=self.config.data_address,
+            authkey=self.config.authkey,
+            session=self.config.session,
+            worker_id=worker_id,
+            node_id=self.config.node_id,
+        )
+        process = _spawn.Process(target=main, args=(args,), name=f"actorkit-worker-{worker_id}")
+        process.start()
+        worker = self.workers[worker_id] = WorkerState(worker_id, process)
+        self.stats["workers_started"] += 1
+        self._selector.register(process.sentinel, selectors.EVENT_READ, lambda _m: self._on_worker_exit(worker))
+
+    def _start(self, task: TaskRecord, worker: WorkerState) -> None:
+        spec = task.spec
+        task.allocation = self.ledger.acquire(task.demand)
+        task.worker = worker
+        worker.task = task
+        self.running[spec.task_id] = task
+        function_bytes = None
+        if spec.function_id not in worker.loaded:
+            function_bytes = self.functions[spec.function_id]
+            worker.loaded.add(spec.function_id)
+        deps = {object_id: self.objects[object_id].payload for object_id in spec.deps}
+        assert worker.client is not None
+        self._send(worker.client, (P.EXECUTE, spec, function_bytes, deps, task.allocation.gpu_ids))
+
+    def _on_done(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, task_id, payloads, retryable = message
+        task = self.running.pop(task_id, None)
+        worker = client.worker
+        if worker is not None:
+            worker.task = None
+            worker.blocked = False
+        if task is None:
+            for payload in payloads:
+                payload_codec.release(payload)
+            return
+        self._release_allocation(task)
+        if retryable and task.retries_left:
+            task.retries_left -= 1
+            self.stats["tasks_retried"] += 1
+            self.ready.push(task, front=True)
+            for payload in payloads:
+                payload_codec.release(payload)
+        else:
+            self.stats["tasks_finished"] += 1
+            self._finish(task, payloads)
+        self._schedule_needed = True
+
+    def _release_allocation(self, task: TaskRecord) -> None:
+        if task.allocation is not None:
+            self.ledger.release(task.allocation)
+            task.allocation = None
+        task.worker = None
+
+    def _finish(self, task: TaskRecord, payloads: list[Payload], pinned_deps: bool = True) -> None:
+        spec = task.spec
+        for object_id, payload in zip(spec.return_ids(), payloads):
+            self._set_object(object_id, payload)
+        if pinned_deps:
+            for object_id in spec.deps:
+                self._decref(object_id)
+        for object_id in spec.args.contained:
+            self._decref(object_id)
+        payload_codec.release(spec.args)  # large arguments had a segment of their own
+
+    def _on_blocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
+        worker = client.worker
+        if worker is not None and worker.task is not None and worker.task.allocation is not None:
+            worker.blocked = True
+            self.ledger.lend_cpus(worker.task.allocation)
+            self._schedule_needed = True
+
+    def _on_unblocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
+        worker = client.worker
+        if worker is not None and worker.task is not None and worker.task.allocation is not None:
+            worker.blocked = False
+            self.ledger.reclaim_cpus(worker.task.allocation)
+
+    def _on_worker_exit(self, worker: WorkerState) -> None:
+        process = worker.process
+        self._selector.unregister(process.sentinel)
+        process.join(0)
+        self.workers.pop(worker.worker_id, None)
+        if worker.client is not None:
+            self._disconnect(worker.client)
+        task = worker.task
+        if task is None or self._stopping:
+            self._schedule_needed = True
+            return
+        self.running.pop(task.spec.task_id, None)
+        self._release_allocation(task)
+        if task.retries_left:
+            task.retries_left -= 1
+            self.stats["tasks_retried"] += 1
+            self.ready.push(task, front=True)
+        else:
+            how = _describe_exit(process.exitcode)
+            error = WorkerCrashedError(
+                f"the worker process (pid {process.pid}) running task {task.spec.name} died: {how}. "
+                f"The task was tried {task.spec.max_retries + 1} time(s); raise max_retries to "
+                f"retry more, and check the task for crashes (segfaults, out of memory, os._exit)."
+            )
+            self._finish(task, [self._error_payload(error)] * task.spec.num_returns)
+        self._schedule_needed = True
+
+    # ---------------------------------------------------------------- logs
+
+    def _on_log(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        worker = client.worker
+        job_id = worker.task.spec.job_id if worker is not None and worker.task is not None else None
+        targets = [self.drivers[job_id]] if job_id in self.drivers else list(self.drivers.values())
+        forwarded = (P.PRINT,) + message[1:]
+        for driver in targets:
+            self._send(driver, forwarded)
+
+    def _warn(self, client: ClientState, text: str) -> None:
+        target = client if client.role == "driver" else next(iter(self.drivers.values()), None)
+        if target is not None:
+            self._send(target, (P.PRINT, "actorkit", os.getpid(), True, [text]))
+
+    # ------------------------------------------------------------- control
+
+    def resources(self) -> dict[str, dict[str, float]]:
+        return {
+            "total": self.ledger.snapshot(self.ledger.total),
+            "available": self.ledger.snapshot(self.ledger.available),
+        }
+
+    def stop(self) -> None:
+        """Stop the loop, workers and listener; remove the session's files."""
+        if not self._stopping:
+            self._stopping = True
+            self.call_soon(lambda: None)
+        self._stopped.wait(30)
+
+    def _cleanup(self) -> None:
+        for worker in list(self.workers.values()):
+            if worker.client is not None and not worker.client.closed:
+                self._send(worker.client, (P.EXIT,))
+        self._flush()
+        for worker in list(self.workers.values()):
+            worker.process.join(2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(2)
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        shm.unlink_session(self.config.session)
+        self._stopped.set()
+        if not _control_stop_requested.is_set():
+            # The owning driver vanished without stopping us: end the server process too.
+            shutil.rmtree(self.config.session_dir, ignore_errors=True)
+            sys.stdout.flush()
+            os._exit(0)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it stopped answering"
+    if exitcode < 0:
+        import signal
+
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"it exited with code {exitcode}"
+
+
+# ----------------------------------------------------------------- Manager
+
+_node: Node | None = None
+_control_stop_requested = threading.Event()
+
+
+class NodeControl:
+    """The node's control plane, served to drivers by the Manager server."""
+
+    def info(self) -> dict[str, Any]:
+        node = _the_node()
+        return {
+            "node_id": node.config.node_id,
+            "session": node.config.session,
+            "data_address": node.config.data_address,
+            "pid": os.getpid(),
+        }
+
+    def resources(self) -> dict[str, dict[str, float]]:
+        node = _the_node()
+        return node.call(node.resources)
+
+    def stats(self) -> dict[str, Any]:
+        node = _the_node()
+        return node.call(lambda: dict(node.stats, workers=len(node.workers), objects=len(node.objects)))
+
+    def stop(self) -> None:
+        _control_stop_requested.set()
+        _the_node().stop()
+
+
+def _the_node() -> Node:
+    if _node is None:
+        raise RuntimeError("no node runs in this process")
+    return _node
+
+
+def _control() -> NodeControl:
+    return NodeControl()
+
+
+class NodeManager(BaseManager):
+    """The Manager whose server process is the node."""
+
+
+NodeManager.register("node", callable=_control)
+
+
+def serve(config: NodeConfig) -> None:
+    """Manager initializer: runs in the new server process before it serves."""
+    global _node
+    set_process_name("actorkit:node")
+    _node = Node(config)
+    _node.start()

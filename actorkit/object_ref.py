@@ -1,0 +1,98 @@
+"""ObjectRef: a small, hashable, picklable name for an immutable object.
+
+Each live ObjectRef counts as a reference held by its process; when the last
+one in a process goes, the process tells its node, and the node frees the
+object once no process, pending task or containing object holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from .client import Client
+
+_local = threading.local()
+
+
+def record_contained_ref(object_id: bytes) -> None:
+    """Note a ref met while pickling (see ``serialization.serialize``)."""
+    refs = getattr(_local, "contained", None)
+    if refs is not None:
+        refs.append(object_id)
+
+
+def collect_contained_refs(refs: list[bytes] | None) -> list[bytes] | None:
+    """Start collecting refs pickled by this thread into ``refs``; return the previous list."""
+    outer = getattr(_local, "contained", None)
+    _local.contained = refs
+    return outer
+
+
+class ObjectRef:
+    """A reference to an object in the store; ``actorkit.get(ref)`` gives its value."""
+
+    __slots__ = ("_id", "_client", "__weakref__")
+
+    def __init__(self, object_id: bytes, client: Client | None) -> None:
+        # Made by the runtime only: a ref is counted by the client that made it.
+        self._id = object_id
+        self._client = client
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        return self._id[:-4]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        record_contained_ref(self._id)
+        return (_rebuild_ref, (self._id,))
+
+    def __del__(self) -> None:
+        client = self._client
+        if client is not None:
+            client.release_ref(self._id)
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` that completes with the object's value."""
+        return _client_of(self).future(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio
+
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _client_of(ref: ObjectRef) -> Client:
+    from .runtime import current_client
+
+    client = ref._client
+    if client is None or client.closed:
+        return current_client()
+    return client
+
+
+def _rebuild_ref(object_id: bytes) -> ObjectRef:
+    from .runtime import client_if_connected
+
+    client = client_if_connected()
+    if client is None:
+        return ObjectRef(object_id, None)
+    return client.adopt_ref(object_id)

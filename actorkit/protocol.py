@@ -1,0 +1,186 @@
+"""The data plane's wire protocol: framed, pickled message batches on sockets.
+
+Every connection starts with multiprocessing's HMAC challenge (the cluster's
+authkey), done by ``multiprocessing.connection``; nothing is unpickled before
+it succeeds.  After that the socket carries frames: a 4-byte big-endian length
+and a pickled *list* of messages, so that many messages in flight travel in
+one frame.  A message is a tuple whose first item is one of the kinds below.
+
+Clients (drivers, workers) use ``Channel``: blocking sends from any thread,
+blocking receives from one thread.  The node uses ``NodeConn``: non-blocking,
+so that one slow client can never stall the node's event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import threading
+from collections import deque
+from multiprocessing.connection import Client, Connection
+from typing import Any
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 30  # larger values never travel inline: they go to shared memory
+
+# Client -> node
+HELLO = 1  # (HELLO, role, pid, worker_id, job_id)
+SUBMIT = 2  # (SUBMIT, TaskSpec)
+PUT = 3  # (PUT, object_id, payload)
+SUBSCRIBE = 4  # (SUBSCRIBE, [object_id, ...])
+ADDREF = 5  # (ADDREF, [object_id, ...])
+DECREF = 6  # (DECREF, [object_id, ...])
+DONE = 7  # (DONE, task_id, [payload, ...], retryable) retryable: an application error to retry
+BLOCKED = 8  # (BLOCKED,) the worker's task waits in get()/wait(): lend its CPUs
+UNBLOCKED = 9  # (UNBLOCKED,)
+LOG = 10  # (LOG, task_name, pid, is_stderr, [line, ...])
+
+# Node -> client
+READY = 20  # (READY, object_id, payload)
+EXECUTE = 21  # (EXECUTE, TaskSpec, function_bytes | None, {object_id: payload}, gpu_ids)
+PRINT = 22  # (PRINT, task_name, pid, is_stderr, [line, ...]) forwarded worker output
+EXIT = 23  # (EXIT,) the worker should exit
+
+
+class ChannelClosed(ConnectionError):
+    """The peer closed the connection."""
+
+
+def connect(address: str, authkey: bytes) -> socket.socket:
+    """Open an authenticated connection to a node's data listener."""
+    conn: Connection = Client(address, authkey=authkey)
+    return detach(conn)
+
+
+def detach(conn: Connection) -> socket.socket:
+    """The socket under an (authenticated) multiprocessing Connection."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    conn.close()
+    return sock
+
+
+def encode(messages: list[tuple[Any, ...]]) -> bytes:
+    body = pickle.dumps(messages, protocol=5)
+    return _HEADER.pack(len(body)) + body
+
+
+class Channel:
+    """A client's blocking end of a connection to its node."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._header = bytearray(_HEADER.size)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, messages: list[tuple[Any, ...]]) -> None:
+        frame = encode(messages)
+        with self._send_lock:
+            self._sock.sendall(frame)
+
+    def recv(self) -> list[tuple[Any, ...]]:
+        """Block for the next frame (called by one thread only)."""
+        self._recv_exact_into(memoryview(self._header))
+        (size,) = _HEADER.unpack(self._header)
+        body = bytearray(size)
+        self._recv_exact_into(memoryview(body))
+        return pickle.loads(body)
+
+    def _recv_exact_into(self, view: memoryview) -> None:
+        while view.nbytes:
+            n = self._sock.recv_into(view)
+            if n == 0:
+                raise ChannelClosed("the node closed the connection")
+            view = view[n:]
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+class NodeConn:
+    """The node's non-blocking end of a connection to one client.
+
+    ``feed()`` reads what the socket has and returns whole messages;
+    ``queue()`` collects outgoing messages, which ``flush()`` writes as one
+    frame, keeping any unwritten rest until the socket is writable again.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._inbuf = bytearray()
+        self._outbox: list[tuple[Any, ...]] = []
+        self._unsent: deque[memoryview] = deque()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def feed(self) -> list[tuple[Any, ...]]:
+        """Read available bytes; return complete messages. Raises ChannelClosed at EOF."""
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as e:
+            raise ChannelClosed(str(e)) from e
+        if not chunk:
+            raise ChannelClosed("client closed the connection")
+        buf = self._inbuf
+        buf += chunk
+        messages: list[tuple[Any, ...]] = []
+        pos = 0
+        while len(buf) - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > MAX_FRAME:
+                raise ChannelClosed(f"frame of {size} bytes exceeds the limit of {MAX_FRAME}")
+            end = pos + _HEADER.size + size
+            if len(buf) < end:
+                break
+            # A released view, so the buffer can be trimmed below.
+            with memoryview(buf) as view, view[pos + _HEADER.size : end] as body:
+                messages.extend(pickle.loads(body))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return messages
+
+    def queue(self, message: tuple[Any, ...]) -> None:
+        self._outbox.append(message)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._outbox)
+
+    def flush(self) -> bool:
+        """Write queued messages; True when everything is written."""
+        if self._outbox:
+            self._unsent.append(memoryview(encode(self._outbox)))
+            self._outbox = []
+        while self._unsent:
+            view = self._unsent[0]
+            try:
+                n = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                # The reader is gone; its EOF reaches the event loop separately.
+                self._unsent.clear()
+                return True
+            if n == view.nbytes:
+                self._unsent.popleft()
+            else:
+                self._unsent[0] = view[n:]
+                return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,139 @@
+"""Remote functions: ``@remote`` on a function, ``f.remote(...)``, ``f.options(...)``.
+
+A function is pickled by value with cloudpickle the first time a process
+submits it (not at decoration, so functions it calls may be defined later)
+and sent to the node once; each worker loads it once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import runtime
+from .object_ref import ObjectRef
+from .options import resource_demand, validate_task_options
+
+_DEFAULT_MAX_RETRIES = 3
+
+
+class _Export:
+    """The pickled function and its id, shared by a function and its ``.options()`` variants."""
+
+    __slots__ = ("function_id", "pickled")
+
+    def __init__(self, function_id: bytes | None = None) -> None:
+        self.function_id = function_id or os.urandom(16)
+        self.pickled: bytes | None = None
+
+
+class RemoteFunction:
+    """A function that runs as a task: call ``.remote(*args, **kwargs)`` for an ObjectRef."""
+
+    def __init__(self, function: Any, options: dict[str, Any], _export: _Export | None = None) -> None:
+        if not callable(function):
+            raise TypeError(f"remote() needs a function or a class, not {function!r}")
+        name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
+        validate_task_options(options, f"@remote on {name}")
+        self._function = function
+        self._options = options
+        self._name = options.get("name") or name
+        self._export = _export or _Export()
+        self._num_returns = options.get("num_returns", 1)
+        self._resources = resource_demand(options, default_cpus=1)
+        self.__name__ = getattr(function, "__name__", name)
+        self.__qualname__ = name
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__module__ = getattr(function, "__module__", None) or "builtins"
+        self.__wrapped__ = function
+
+    def __repr__(self) -> str:
+        return f"<RemoteFunction {self.__module__}.{self._name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self.__module__}.{self._name}()', try '{self.__module__}.{self._name}.remote()'."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._function, self._options, self._export.function_id))
+
+    def options(self, **options: Any) -> RemoteFunction:
+        """A variant of this function with some options changed (Ray's ``.options()``)."""
+        merged = {**self._options, **options}
+        validate_task_options(options, f"{self._name}.options()")
+        return RemoteFunction(self._function, merged, self._export)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit a call as a task; returns its ObjectRef(s) at once."""
+        from .payload import Payload
+        from .task_spec import TaskSpec
+
+        client = runtime.current_client()
+        export = self._export
+        function_bytes = None
+        if not client.has_exported(export.function_id):
+            if export.pickled is None:
+                from .serialization import dumps
+
+                export.pickled = dumps(self._function)
+            function_bytes = export.pickled
+        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        options = self._options
+        max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
+        spec = TaskSpec(
+            task_id=client.new_task_id(),
+            job_id=runtime.current_job_id(),
+            name=self._name,
+            function_id=export.function_id,
+            function_bytes=function_bytes,
+            args=args_payload,
+            deps=deps,
+            num_returns=self._num_returns,
+            resources=self._resources,
+            max_retries=1 << 30 if max_retries == -1 else max_retries,
+            retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
+            runtime_env=options.get("runtime_env"),
+        )
+        assert isinstance(args_payload, Payload)
+        refs = client.submit(spec)
+        if self._num_returns == 1:
+            return refs[0]
+        if self._num_returns == 0:
+            return None
+        return refs
+
+
+def _retry_exceptions(value: Any) -> bool | tuple[type, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else bool(value)
+
+
+def _rebuild(function: Any, options: dict[str, Any], function_id: bytes) -> RemoteFunction:
+    return RemoteFunction(function, options, _Export(function_id))
+
+
+_NO_ARGS: Any = None
+
+
+def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], session: str) -> tuple[Any, tuple[bytes, ...]]:
+    """Pickle a call's arguments; top-level ObjectRefs become ArgRef placeholders."""
+    global _NO_ARGS
+    from . import payload as payload_codec
+    from .task_spec import ArgRef
+
+    if not args and not kwargs:
+        if _NO_ARGS is None:
+            _NO_ARGS = payload_codec.encode(([], {}), session)
+        return _NO_ARGS, ()
+    deps: list[bytes] = []
+
+    def swap(value: Any) -> Any:
+        if type(value) is ObjectRef:
+            deps.append(value._id)
+            return ArgRef(len(deps) - 1)
+        return value
+
+    arg_list = [swap(a) for a in args]
+    kwarg_map = {k: swap(v) for k, v in kwargs.items()}
+    return payload_codec.encode((arg_list, kwarg_map), session), tuple(deps)

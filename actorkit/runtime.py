@@ -1,0 +1,317 @@
+"""This process's place in actorkit: starting and stopping a driver, and finding the client.
+
+A process has at most one ``Client`` at a time: a driver's (made by
+``init()``) or a worker's (made when the worker starts).  Everything that
+needs the node (``remote()``, ``get()``, ObjectRefs being unpickled) finds it
+here.  ``init()`` with no address spawns a node server and connects to it;
+``shutdown()`` stops everything it started and returns once those processes
+have exited.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .logs import LogPrinter
+    from .node import NodeManager
+    from .worker import TaskExecutor
+
+_lock = threading.RLock()
+_client: Client | None = None
+_driver: Driver | None = None
+_executor: TaskExecutor | None = None
+_worker_manager: tuple[str, bytes] | None = None
+_worker_control: Any = None
+
+_INIT_KEYWORDS = (
+    "address",
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "namespace",
+    "ignore_reinit_error",
+    "log_to_driver",
+    "object_store_memory",
+    "include_dashboard",
+    "logging_level",
+    "runtime_env",
+    "_temp_dir",
+)
+_RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+@dataclass
+class Driver:
+    """What ``init()`` started or connected to, and how to stop it."""
+
+    manager: NodeManager
+    control: Any
+    node_info: dict[str, Any]
+    session_dir: str
+    owns_node: bool
+    namespace: str
+    log_printer: LogPrinter | None
+
+    def __repr__(self) -> str:
+        return f"<Driver node={self.node_info['node_id'][:8]} session={self.node_info['session']}>"
+
+
+def client_if_connected() -> Client | None:
+    return _client
+
+
+def current_client() -> Client:
+    """This process's client; a driver that never called ``init()`` calls it now."""
+    client = _client
+    if client is not None and not client.closed:
+        return client
+    if _executor is not None:
+        raise RuntimeError("this worker lost its node")
+    init()
+    assert _client is not None
+    return _client
+
+
+def current_job_id() -> bytes:
+    client = current_client()
+    if _executor is not None and _executor.current is not None:
+        return _executor.current.job_id
+    return client.job_id
+
+
+def current_executor() -> TaskExecutor | None:
+    """The task executor of this worker process (None in a driver)."""
+    return _executor
+
+
+def enter_worker(client: Client, executor: TaskExecutor, manager_address: str, authkey: bytes) -> None:
+    global _client, _executor, _worker_manager
+    _client, _executor = client, executor
+    _worker_manager = (manager_address, authkey)
+
+
+def node_id() -> str:
+    if _driver is not None:
+        return _driver.node_info["node_id"]
+    return _executor.node_id if _executor is not None else ""
+
+
+def namespace() -> str:
+    return _driver.namespace if _driver is not None else ""
+
+
+def is_initialized() -> bool:
+    """Whether this process is connected to a node (a driver after ``init()``, or a worker)."""
+    return _client is not None and not _client.closed
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    log_to_driver: bool = True,
+    object_store_memory: int | None = None,
+    include_dashboard: bool | None = None,
+    logging_level: Any = None,
+    runtime_env: dict[str, Any] | None = None,
+    _temp_dir: str | None = None,
+    **unknown: Any,
+) -> dict[str, Any]:
+    """Start a node and connect this process to it as a driver (Ray's ``init``).
+
+    Returns information about the node (its id, session, address).
+    """
+    global _client, _driver
+    if unknown:
+        raise TypeError(
+            f"init() got unexpected keyword argument(s) {sorted(unknown)}; "
+            f"actorkit.init accepts {', '.join(_INIT_KEYWORDS)}"
+        )
+    with _lock:
+        if is_initialized():
+            if ignore_reinit_error:
+                assert _driver is not None or _executor is not None
+                return dict(_driver.node_info) if _driver else {}
+            raise RuntimeError(
+                "Maybe you called actorkit.init twice by accident? This error can be suppressed "
+                "by passing in 'ignore_reinit_error=True' or by calling 'actorkit.shutdown()' "
+                "prior to 'actorkit.init()'."
+            )
+        if address is not None:
+            raise ValueError(
+                f"init(address={address!r}): connecting to a running cluster is not supported "
+                f"yet; call init() without an address to start a local node"
+            )
+        totals = _validated_resources(num_cpus, num_gpus, resources)
+        store_memory = _validated_store_memory(object_store_memory)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"init(namespace=...) must be a str, not {type(namespace).__name__}")
+        if runtime_env:
+            raise ValueError("init(runtime_env=...) is not supported; pass runtime_env to .options()")
+        _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
+        return dict(_driver.node_info)
+
+
+def _validated_resources(
+    num_cpus: Any, num_gpus: Any, resources: dict[str, float] | None
+) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for name, value, default in (
+        ("num_cpus", num_cpus, os.cpu_count() or 1),
+        ("num_gpus", num_gpus, 0),
+    ):
+        if value is None:
+            value = default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"init({name}={value!r}): expected a number >= 0")
+        totals["CPU" if name == "num_cpus" else "GPU"] = value
+    if totals["GPU"] != int(totals["GPU"]):
+        raise ValueError(f"init(num_gpus={num_gpus!r}): the number of GPUs must be whole")
+    for name, amount in (resources or {}).items():
+        if name in _RESERVED_RESOURCES:
+            keyword = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, name)
+            raise ValueError(
+                f"init(resources={{{name!r}: ...}}): {name!r} is a built-in resource; "
+                f"use the {keyword}= argument instead"
+            )
+        if not isinstance(name, str):
+            raise TypeError(f"init(resources=...): resource names must be strings, not {name!r}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise ValueError(f"init(resources={{{name!r}: {amount!r}}}): expected a number >= 0")
+        totals[name] = amount
+    return totals
+
+
+def _validated_store_memory(object_store_memory: Any) -> int:
+    if object_store_memory is None:
+        try:
+            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            physical = 8 << 30
+        return int(physical * 0.3)
+    if isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int):
+        raise TypeError(f"init(object_store_memory={object_store_memory!r}): expected a number of bytes")
+    if object_store_memory <= 0:
+        raise ValueError(f"init(object_store_memory={object_store_memory!r}): must be positive")
+    return object_store_memory
+
+
+def _start_local_node(
+    totals: dict[str, float],
+    store_memory: int,
+    namespace: str | None,
+    log_to_driver: bool,
+    temp_dir: str | None,
+) -> tuple[Driver, Client]:
+    import multiprocessing
+
+    from . import protocol as P
+    from .client import Client
+    from .logs import LogPrinter
+    from .node import NodeConfig, NodeManager, serve
+    from .procutil import main_module_hidden
+
+    root = os.path.join(temp_dir or tempfile.gettempdir(), f"actorkit-{os.getuid()}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    session = secrets.token_hex(4)
+    session_dir = tempfile.mkdtemp(prefix=f"session-{session}-", dir=root)
+    authkey = secrets.token_bytes(32)
+    config = NodeConfig(
+        session=session,
+        session_dir=session_dir,
+        authkey=authkey,
+        resources=totals,
+        object_store_memory=store_memory,
+        owner_pid=os.getpid(),
+        prestart_workers=min(int(totals["CPU"]), 32),
+    )
+    manager = NodeManager(
+        address=os.path.join(session_dir, "node.sock"),
+        authkey=authkey,
+        ctx=multiprocessing.get_context("spawn"),
+    )
+    with main_module_hidden():
+        manager.start(initializer=serve, initargs=(config,))
+    try:
+        control = manager.node()  # type: ignore[attr-defined]
+        info = control.info()
+        printer = LogPrinter() if log_to_driver else None
+        job_id = os.urandom(4)
+        channel = P.Channel(P.connect(info["data_address"], authkey))
+        client = Client(
+            channel, session=session, job_id=job_id, role="driver", on_message=_driver_message_handler(printer)
+        )
+    except BaseException:
+        manager.shutdown()
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise
+    info = dict(info, session_dir=session_dir, address=info["data_address"])
+    driver = Driver(manager, control, info, session_dir, True, namespace or "", printer)
+    return driver, client
+
+
+def _driver_message_handler(printer: LogPrinter | None) -> Any:
+    from . import protocol as P
+
+    def handle(message: tuple[Any, ...]) -> None:
+        if message[0] == P.PRINT and printer is not None:
+            printer.handle(*message[1:])
+
+    return handle
+
+
+def shutdown() -> None:
+    """Disconnect, and stop the node and every process this driver started."""
+    global _client, _driver
+    with _lock:
+        driver, client = _driver, _client
+        if driver is None:
+            return
+        _driver = _client = None
+        if driver.owns_node:
+            try:
+                driver.control.stop()
+            except Exception:
+                pass  # the node is already gone
+        if client is not None:
+            client.close()
+        if driver.log_printer is not None:
+            driver.log_printer.close()
+        del driver.control
+        if driver.owns_node:
+            driver.manager.shutdown()
+            shutil.rmtree(driver.session_dir, ignore_errors=True)
+
+
+def control() -> Any:
+    """The node's control-plane proxy (a Manager proxy), connected on first use in a worker."""
+    global _worker_control
+    current_client()
+    if _driver is not None:
+        return _driver.control
+    with _lock:
+        if _worker_control is None:
+            from .node import NodeManager
+
+            assert _worker_manager is not None
+            address, authkey = _worker_manager
+            manager = NodeManager(address=address, authkey=authkey)
+            manager.connect()
+            _worker_control = manager.node()  # type: ignore[attr-defined]
+        return _worker_control
+
+
+atexit.register(shutdown)

@@ -1,0 +1,170 @@
+"""Resource accounting and the queue of tasks waiting for resources.
+
+Amounts are kept in fixed point (1/10000 of a unit, as Ray does) so that
+fractional demands add up exactly.  GPUs are slots with ids: a whole-GPU
+demand takes whole free GPUs, a fractional one shares a GPU with others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+UNIT = 10_000
+
+Demand = dict[str, int]  # resource name -> fixed-point amount
+
+
+def to_units(amount: float) -> int:
+    return round(amount * UNIT)
+
+
+def from_units(units: int) -> float:
+    value = units / UNIT
+    return int(value) if value == int(value) else value
+
+
+def demand_of(resources: dict[str, float]) -> Demand:
+    return {name: to_units(amount) for name, amount in resources.items() if amount}
+
+
+class Allocation:
+    """What one task or actor holds: its demand and the GPU slots it got."""
+
+    __slots__ = ("demand", "gpus", "cpus_lent")
+
+    def __init__(self, demand: Demand, gpus: list[tuple[int, int]]) -> None:
+        self.demand = demand
+        self.gpus = gpus  # (gpu index, fixed-point share)
+        self.cpus_lent = False
+
+    @property
+    def gpu_ids(self) -> list[int]:
+        return [index for index, _ in self.gpus]
+
+
+class ResourceLedger:
+    """Totals and free amounts of one node's resources."""
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.total: Demand = demand_of(totals)
+        self.available: Demand = dict(self.total)
+        self._gpu_free = [UNIT] * int(totals.get("GPU", 0))
+
+    def __repr__(self) -> str:
+        return f"<ResourceLedger available={self.snapshot(self.available)} total={self.snapshot(self.total)}>"
+
+    @staticmethod
+    def snapshot(amounts: Demand) -> dict[str, float]:
+        return {name: from_units(units) for name, units in amounts.items()}
+
+    def missing(self, demand: Demand) -> dict[str, float]:
+        """What ``demand`` asks beyond this node's totals: empty if it can ever run here."""
+        short = {}
+        for name, units in demand.items():
+            if units > self.total.get(name, 0):
+                short[name] = from_units(units)
+        if demand.get("GPU", 0) > UNIT and demand["GPU"] % UNIT:
+            short["GPU"] = from_units(demand["GPU"])  # e.g. 1.5 GPUs cannot be placed
+        return short
+
+    def fits(self, demand: Demand) -> bool:
+        available = self.available
+        for name, units in demand.items():
+            if available.get(name, 0) < units:
+                return False
+        gpus = demand.get("GPU", 0)
+        return not gpus or self._pick_gpus(gpus) is not None
+
+    def acquire(self, demand: Demand) -> Allocation:
+        gpus: list[tuple[int, int]] = []
+        if demand.get("GPU"):
+            picked = self._pick_gpus(demand["GPU"])
+            assert picked is not None, "acquire() without fits()"
+            gpus = picked
+            for index, share in gpus:
+                self._gpu_free[index] -= share
+        for name, units in demand.items():
+            self.available[name] = self.available.get(name, 0) - units
+        return Allocation(demand, gpus)
+
+    def release(self, allocation: Allocation) -> None:
+        for name, units in allocation.demand.items():
+            if name == "CPU" and allocation.cpus_lent:
+                continue
+            self.available[name] = self.available.get(name, 0) + units
+        for index, share in allocation.gpus:
+            self._gpu_free[index] += share
+        allocation.gpus = []
+
+    def lend_cpus(self, allocation: Allocation) -> None:
+        """A holder blocked in get(): its CPUs go back to the pool meanwhile."""
+        if not allocation.cpus_lent and allocation.demand.get("CPU"):
+            allocation.cpus_lent = True
+            self.available["CPU"] = self.available.get("CPU", 0) + allocation.demand["CPU"]
+
+    def reclaim_cpus(self, allocation: Allocation) -> None:
+        # Taken back even if that over-commits: the task must not wait twice.
+        if allocation.cpus_lent:
+            allocation.cpus_lent = False
+            self.available["CPU"] = self.available.get("CPU", 0) - allocation.demand["CPU"]
+
+    def _pick_gpus(self, units: int) -> list[tuple[int, int]] | None:
+        free = self._gpu_free
+        if units >= UNIT:
+            whole = [i for i, f in enumerate(free) if f == UNIT][: units // UNIT]
+            return [(i, UNIT) for i in whole] if len(whole) * UNIT == units else None
+        # Fractional: the fullest GPU that still has room, to keep whole ones free.
+        candidates = [(f, i) for i, f in enumerate(free) if f >= units]
+        if not candidates:
+            return None
+        _, index = min(candidates)
+        return [(index, units)]
+
+
+class ReadyQueue:
+    """Tasks whose arguments are ready, waiting for resources, in submission order.
+
+    Tasks are grouped by the shape of their demand, so that a task that cannot
+    run now (waiting for a GPU, say) does not hold back others that could.
+    """
+
+    def __init__(self) -> None:
+        self._by_shape: dict[tuple[tuple[str, int], ...], deque[Any]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def push(self, task: Any, front: bool = False) -> None:
+        shape = tuple(sorted(task.demand.items()))
+        tasks = self._by_shape.setdefault(shape, deque())
+        if front:
+            tasks.appendleft(task)
+        else:
+            tasks.append(task)
+        self._count += 1
+
+    def heads(self) -> Iterator[deque[Any]]:
+        """The per-shape queues, the one whose head was submitted first first."""
+        queues = [q for q in self._by_shape.values() if q]
+        queues.sort(key=lambda q: q[0].seq)
+        return iter(queues)
+
+    def pop_from(self, tasks: deque[Any]) -> Any:
+        self._count -= 1
+        return tasks.popleft()
+
+    def remove(self, task: Any) -> bool:
+        for tasks in self._by_shape.values():
+            try:
+                tasks.remove(task)
+            except ValueError:
+                continue
+            self._count -= 1
+            return True
+        return False
+
+    def all(self) -> list[Any]:
+        return [t for q in self._by_shape.values() for t in q]

@@ -1,0 +1,199 @@
+"""Turning values into bytes and back.
+
+Values are pickled with cloudpickle at protocol 5.  Buffers of at least
+``OUT_OF_BAND_THRESHOLD`` bytes (numpy arrays, bytes, anything exposing the
+buffer protocol) leave the pickle stream as out-of-band buffers, so the object
+store can place them in shared memory and readers can map them without a copy.
+Plain pickle semantics are kept: aliasing and self-reference round-trip.
+
+Where cloudpickle fails, dill is tried; where both fail, ``SerializationError``
+names the attribute path and type of the first object that cannot be pickled.
+
+ObjectRefs and actor handles met while pickling are collected as the value's
+*contained refs*: the node keeps those objects alive as long as the container.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import cloudpickle
+
+from .object_ref import collect_contained_refs
+
+OUT_OF_BAND_THRESHOLD = 100 * 1024
+
+_custom_reducers: dict[type, Callable[[Any], Any]] = {}
+
+
+class SerializationError(TypeError):
+    """A value could not be serialized; the message names the culprit."""
+
+
+class Serialized(NamedTuple):
+    """A pickled value: the stream, its out-of-band buffers, and the refs it holds."""
+
+    data: bytes
+    buffers: list[pickle.PickleBuffer]
+    contained: list[bytes]
+
+
+class _Pickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        reducer = _custom_reducers.get(type(obj)) if _custom_reducers else None
+        if reducer is not None:
+            return reducer(obj)
+        return super().reducer_override(obj)
+
+
+def _buffer_sink(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleBuffer], bool]:
+    def callback(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes >= OUT_OF_BAND_THRESHOLD:
+            buffers.append(buf)
+            return False  # out of band
+        return True  # small: keep it in the stream
+
+    return callback
+
+
+# Values of these types pickle identically with the C pickler, which is far
+# cheaper than setting up a CloudPickler for each small value.
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+_NO_REFS: list[bytes] = []
+
+
+def _is_plain(value: Any, depth: int = 2) -> bool:
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return kind is not bytes or len(value) < OUT_OF_BAND_THRESHOLD
+    if not depth or (kind is not list and kind is not tuple and kind is not dict) or len(value) > 32:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v, depth - 1) for k, v in value.items())
+    return all(_is_plain(v, depth - 1) for v in value)
+
+
+def serialize(value: Any) -> Serialized:
+    """Pickle ``value``; raise SerializationError naming what cannot be pickled."""
+    if _is_plain(value):
+        return Serialized(pickle.dumps(value, protocol=5), [], _NO_REFS)
+    contained: list[bytes] = []
+    outer = collect_contained_refs(contained)
+    try:
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            stream = io.BytesIO()
+            _Pickler(stream, protocol=5, buffer_callback=_buffer_sink(buffers)).dump(value)
+            data = stream.getvalue()
+        except Exception as cloudpickle_error:
+            buffers.clear()
+            contained.clear()
+            data = _dill_dumps(value, buffers, cloudpickle_error)
+        return Serialized(data, buffers, contained)
+    finally:
+        collect_contained_refs(outer)
+
+
+def _dill_dumps(value: Any, buffers: list[pickle.PickleBuffer], first_error: Exception) -> bytes:
+    import dill
+
+    try:
+        return dill.dumps(value, protocol=5, buffer_callback=_buffer_sink(buffers), recurse=True)
+    except Exception:
+        pass
+    path, culprit = find_unserializable(value)
+    raise SerializationError(
+        f"cannot serialize {_describe(value)}: {path} of type "
+        f"{type(culprit).__module__}.{type(culprit).__qualname__} cannot be pickled "
+        f"(cloudpickle: {first_error}; dill failed too). Register a serializer for it with "
+        f"actorkit.util.register_serializer, or pass something that can be pickled."
+    ) from first_error
+
+
+def deserialize(data: bytes | memoryview, buffers: list[Any] | tuple[Any, ...] = ()) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle to one in-band bytes string (for functions, small messages)."""
+    try:
+        return cloudpickle.dumps(value, protocol=5)
+    except Exception as cloudpickle_error:
+        return _dill_dumps(value, [], cloudpickle_error)
+
+
+def register_serializer(
+    cls: type, *, serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any]
+) -> None:
+    """Serialize instances of ``cls`` as ``deserializer(serializer(obj))``.
+
+    The deserializer travels with each value (pickled by value), so processes
+    that read it need no registration of their own.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() needs a class, not {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("register_serializer(): serializer and deserializer must be callables")
+    _custom_reducers[cls] = lambda obj: (deserializer, (serializer(obj),))
+
+
+def deregister_serializer(cls: type) -> None:
+    """Undo ``register_serializer(cls, ...)``; a class never registered is an error."""
+    try:
+        del _custom_reducers[cls]
+    except KeyError:
+        raise ValueError(f"no serializer is registered for {cls!r}") from None
+
+
+def _pickles(obj: Any) -> bool:
+    try:
+        cloudpickle.dumps(obj, protocol=5)
+        return True
+    except Exception:
+        return False
+
+
+def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"[{k!r}]", v
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(obj):
+            yield f"[{i}]", v
+    else:
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            for k, v in attrs.items():
+                yield f".{k}", v
+        for slot in getattr(type(obj), "__slots__", ()):
+            if isinstance(slot, str) and hasattr(obj, slot):
+                yield f".{slot}", getattr(obj, slot)
+        closure = getattr(obj, "__closure__", None)
+        code = getattr(obj, "__code__", None)
+        if closure and code is not None:
+            for name, cell in zip(code.co_freevars, closure):
+                try:
+                    yield f".<closure {name}>", cell.cell_contents
+                except ValueError:
+                    continue
+
+
+def find_unserializable(value: Any, path: str = "value") -> tuple[str, Any]:
+    """The attribute path and object of the deepest part of ``value`` that won't pickle."""
+    seen: set[int] = set()
+    node, node_path = value, path
+    while True:
+        seen.add(id(node))
+        for suffix, child in _children(node):
+            if id(child) not in seen and not _pickles(child):
+                node, node_path = child, node_path + suffix
+                break
+        else:
+            return node_path, node
+
+
+def _describe(value: Any) -> str:
+    return f"a {type(value).__qualname__}"

@@ -1,0 +1,45 @@
+"""What a task is on the wire: ``TaskSpec`` and the placeholder for ref arguments."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .payload import Payload
+
+
+class ArgRef:
+    """Stands in the pickled arguments for a top-level ObjectRef argument.
+
+    The worker swaps it for the referenced value (the node ships the values of
+    ``TaskSpec.deps`` with the task), so the function sees values, as in Ray.
+    """
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArgRef, (self.index,))
+
+
+class TaskSpec(NamedTuple):
+    task_id: bytes
+    job_id: bytes
+    name: str
+    function_id: bytes
+    function_bytes: bytes | None  # sent with a client's first task of the function
+    args: Payload  # pickled (args, kwargs), top-level refs replaced by ArgRef
+    deps: tuple[bytes, ...]  # object ids of the ArgRefs, by index
+    num_returns: int
+    resources: dict[str, float]
+    max_retries: int
+    retry_exceptions: bool | tuple[type, ...]
+    runtime_env: dict[str, Any] | None
+
+    def return_ids(self) -> list[bytes]:
+        return [return_id(self.task_id, i) for i in range(self.num_returns)]
+
+
+def return_id(task_id: bytes, index: int) -> bytes:
+    return task_id + (index + 1).to_bytes(4, "big")

@@ -1,0 +1,86 @@
+"""Shared fixtures.
+
+Most tests share one running node (``ray_start_shared``): starting a node costs
+a few hundred milliseconds, and the suite must stay within minutes on 2 cores.
+Tests that need their own configuration call ``actorkit.init`` themselves under
+``shutdown_only``.
+
+Every test is checked for leaks: when no node is running after a test, no
+process named ``actorkit:*`` and no ``/dev/shm/actorkit-*`` segment may remain.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import actorkit
+
+
+def actorkit_processes() -> list[tuple[int, str]]:
+    """Live processes whose name (``/proc/PID/comm``) marks them as actorkit's."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if name.startswith("actorkit") and state != "Z":
+            found.append((int(entry), name))
+    return found
+
+
+def actorkit_segments() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith("actorkit"))
+    except FileNotFoundError:
+        return []
+
+
+def assert_no_leaks() -> None:
+    """Fail if actorkit processes or shared-memory segments outlive shutdown.
+
+    ``shutdown()`` returns only after every process it started has exited, so
+    there is nothing to wait for here.
+    """
+    procs, segments = actorkit_processes(), actorkit_segments()
+    assert not procs, f"processes left behind: {procs}"
+    assert not segments, f"shared-memory segments left behind: {segments}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks_after_test():
+    yield
+    if not actorkit.is_initialized():
+        assert_no_leaks()
+
+
+@pytest.fixture(scope="module")
+def _shared_node():
+    actorkit.init(num_cpus=4)
+    yield
+    actorkit.shutdown()
+    assert_no_leaks()
+
+
+@pytest.fixture
+def ray_start_shared(_shared_node):
+    """A running node with 4 CPUs, shared by the tests of one module."""
+    if not actorkit.is_initialized():
+        pytest.fail("the module's shared node was shut down by an earlier test")
+    yield
+
+
+@pytest.fixture
+def shutdown_only():
+    """For tests that call ``actorkit.init`` themselves; shuts down afterwards."""
+    if actorkit.is_initialized():
+        actorkit.shutdown()
+    yield
+    actorkit.shutdown()
