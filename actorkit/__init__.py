@@ -14,13 +14,16 @@ This module is the whole public surface; everything else is private.
 """
 
 from . import exceptions
+from .actor import ActorClass, ActorHandle, method
 from .api import (
     RuntimeContext,
     available_resources,
     cluster_resources,
     get,
+    get_actor,
     get_gpu_ids,
     get_runtime_context,
+    kill,
     nodes,
     put,
     remote,
@@ -32,16 +35,21 @@ from .runtime import init, is_initialized, shutdown
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "RuntimeContext",
     "available_resources",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",

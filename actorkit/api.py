@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import runtime
 from .object_ref import ObjectRef
@@ -55,11 +54,13 @@ def get(object_refs: ObjectRef | list[ObjectRef], *, timeout: float | None = Non
     timeout = _check_timeout(timeout, "get()")
     client = runtime.current_client()
     if isinstance(object_refs, ObjectRef):
+        _check_not_waiting_on_self([object_refs])
         return client.get([object_refs], timeout)[0]
     if isinstance(object_refs, list):
         for ref in object_refs:
             if not isinstance(ref, ObjectRef):
                 raise TypeError(f"get() expects a list of ObjectRefs, but the list holds {ref!r}")
+        _check_not_waiting_on_self(object_refs)
         return client.get(object_refs, timeout)
     raise TypeError(
         f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}"
@@ -108,10 +109,41 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     timeout = _check_timeout(timeout, "wait()")
     client = runtime.current_client()
+    _check_not_waiting_on_self(object_refs)
     ready_ids = client.wait_ready([r._id for r in object_refs], num_returns, timeout)
     ready = [r for r in object_refs if r._id in ready_ids][:num_returns]
     chosen = {r._id for r in ready}
     return ready, [r for r in object_refs if r._id not in chosen]
+
+
+def _check_not_waiting_on_self(refs: list[ObjectRef]) -> None:
+    executor = runtime.current_executor()
+    if executor is not None and executor.self_calls:
+        executor.check_not_waiting_on_self([r._id for r in refs])
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor at once. When this returns, every later call to it raises ActorDiedError.
+
+    Calls still pending fail with ActorDiedError.  With ``no_restart=False`` an
+    actor that has restarts left is restarted instead.
+    """
+    from .actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, not {type(actor).__name__}; use cancel() for tasks")
+    runtime.current_client().request("kill", actor._actor_id, bool(no_restart))
+
+
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the live actor named ``name`` in ``namespace`` (default: this job's)."""
+    from .actor import ActorHandle
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, not {name!r}")
+    client = runtime.current_client()
+    actor_id, class_name, methods = client.request("get_actor", name, namespace, runtime.current_job_id())
+    return ActorHandle(actor_id, class_name, methods, client.own_actor(actor_id))
 
 
 def get_gpu_ids() -> list[int]:
@@ -155,8 +187,7 @@ def _hostname() -> str:
     return platform.node()
 
 
-@dataclass(frozen=True)
-class RuntimeContext:
+class RuntimeContext(NamedTuple):
     """Where the calling code runs: its job, task, actor and node (Ray's RuntimeContext)."""
 
     job_id: str
@@ -190,7 +221,7 @@ def get_runtime_context() -> RuntimeContext:
     return RuntimeContext(
         job_id=runtime.current_job_id().hex(),
         task_id=task.task_id.hex() if task is not None else None,
-        actor_id=None,
+        actor_id=executor.actor_id.hex() if executor is not None and executor.actor_id else None,
         node_id=runtime.node_id(),
         namespace=runtime.namespace(),
         assigned_resources=dict(task.resources) if task is not None else {},

@@ -28,8 +28,7 @@ import mmap
 import os
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from . import payload as payload_codec
@@ -40,6 +39,27 @@ from .payload import Payload
 from .task_spec import TaskSpec
 
 _STOP = object()
+
+
+class _Reply:
+    """A request waiting for the node's REPLY."""
+
+    __slots__ = ("event", "ok", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class _Waiter:
+    """One blocked get()/wait(): how many more objects it needs, and its wake-up."""
+
+    __slots__ = ("remaining", "event")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.event = threading.Event()
 
 
 class Client:
@@ -53,6 +73,7 @@ class Client:
         job_id: bytes,
         role: str,
         worker_id: int | None = None,
+        namespace: str | None = None,
         on_message: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
         self.session = session
@@ -64,7 +85,9 @@ class Client:
         # Re-entrant: output forwarding may send from inside a send (a finalizer that prints).
         self._send_lock = threading.RLock()
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._waiters: dict[bytes, list[_Waiter]] = {}
+        self._replies: dict[int, _Reply] = {}
+        self._request_ids = itertools.count(1)
         self._ready: dict[bytes, Payload] = {}
         self._mappings: dict[bytes, mmap.mmap] = {}
         self._subscribed: set[bytes] = set()
@@ -80,7 +103,7 @@ class Client:
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
         self.stats = {"submitted": 0, "puts": 0, "gets": 0}
-        self._send([(P.HELLO, role, os.getpid(), worker_id, job_id)])
+        self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace)])
         self._receiver = threading.Thread(target=self._receive_loop, name="actorkit-receiver", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="actorkit-ref-flusher", daemon=True)
         self._receiver.start()
@@ -188,6 +211,8 @@ class Client:
                 for message in self._channel.recv():
                     if message[0] == P.READY:
                         self._on_ready(message[1], message[2])
+                    elif message[0] == P.REPLY:
+                        self._on_reply(message[1], message[2], message[3])
                     elif self._on_message is not None:
                         self._on_message(message)
         except (P.ChannelClosed, OSError) as e:
@@ -202,9 +227,36 @@ class Client:
             callbacks = self._callbacks.pop(object_id, None)
             if object_id in self._local_refs:
                 self._ready[object_id] = payload
-            self._changed.notify_all()
+            for waiter in self._waiters.pop(object_id, ()):
+                waiter.remaining -= 1
+                if waiter.remaining == 0:
+                    waiter.event.set()
         for callback in callbacks or ():
             callback(payload)
+
+    def _on_reply(self, request_id: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            reply = self._replies.pop(request_id, None)
+        if reply is not None:
+            reply.ok, reply.value = ok, value
+            reply.event.set()
+
+    def request(self, operation: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        """Ask the node to do ``operation`` and wait for its answer (raising its error)."""
+        request_id = next(self._request_ids)
+        reply = _Reply()
+        with self._lock:
+            self._replies[request_id] = reply
+        self._send([(P.REQUEST, request_id, operation, args)])
+        if not reply.event.wait(timeout):
+            with self._lock:
+                self._replies.pop(request_id, None)
+            raise GetTimeoutError(f"the node did not answer {operation!r} within {timeout} s")
+        if not reply.ok:
+            if reply.value is None:
+                raise self._failure or NodeDiedError("the node went away")
+            raise reply.value
+        return reply.value
 
     def _fail(self, error: BaseException) -> None:
         with self._lock:
@@ -212,7 +264,13 @@ class Client:
                 self._failure = error
             callbacks = self._callbacks
             self._callbacks = {}
-            self._changed.notify_all()
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.event.set()
+            replies = list(self._replies.values())
+            self._replies.clear()
+        for reply in replies:
+            reply.event.set()
         for pending in callbacks.values():
             for callback in pending:
                 callback(None)  # type: ignore[arg-type]
@@ -231,49 +289,65 @@ class Client:
         self.stats["puts"] += 1
         return ref
 
-    def submit(self, spec: TaskSpec) -> list[ObjectRef]:
-        if spec.function_bytes is not None:
-            self._exported.add(spec.function_id)
+    def submit(self, spec: TaskSpec, kind: int = P.SUBMIT) -> list[ObjectRef]:
+        """Send a task (or, with ``kind=ACTOR_CALL``, an actor call); refs to its results."""
         refs = [self._own_ref(object_id) for object_id in spec.return_ids()]
-        self._send([(P.SUBMIT, spec)])
+        self._send([(kind, spec)])
         self.stats["submitted"] += 1
         return refs
 
-    def has_exported(self, function_id: bytes) -> bool:
-        return function_id in self._exported
+    def own_actor(self, actor_id: bytes) -> ObjectRef:
+        """The counted reference behind a handle to an actor this process just created."""
+        return self._own_ref(actor_id)
 
-    def _subscribe_missing(self, object_ids: Iterable[bytes]) -> list[bytes]:
-        """Ask the node for those of ``object_ids`` not here yet; return them."""
-        with self._lock:
-            missing = [o for o in object_ids if o not in self._ready]
-            new = [o for o in missing if o not in self._subscribed]
-            self._subscribed.update(new)
-        if new:
-            self._send([(P.SUBSCRIBE, new)])
-        return missing
+    def needs_export(self, function_id: bytes) -> bool:
+        """True the first time: the caller sends the function's bytes with this message."""
+        if function_id in self._exported:
+            return False
+        self._exported.add(function_id)
+        return True
 
     def wait_ready(self, object_ids: list[bytes], num_ready: int, timeout: float | None) -> set[bytes]:
-        """Block until ``num_ready`` of ``object_ids`` are ready here (or timeout)."""
-        missing = self._subscribe_missing(object_ids)
-        if len(object_ids) - len(missing) >= num_ready:
-            with self._lock:
-                return {o for o in object_ids if o in self._ready}
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Block until ``num_ready`` of ``object_ids`` are ready here (or timeout); return the ready ones."""
+        unique = set(object_ids)
+        with self._lock:
+            self._check_open()
+            missing = [o for o in unique if o not in self._ready]
+            needed = num_ready - (len(unique) - len(missing))
+            subscribe = [o for o in missing if o not in self._subscribed]
+            self._subscribed.update(subscribe)
+            waiter = None
+            if needed > 0:
+                waiter = _Waiter(needed)
+                for object_id in missing:
+                    self._waiters.setdefault(object_id, []).append(waiter)
+        try:
+            if subscribe:
+                self._send([(P.SUBSCRIBE, subscribe)])
+            if waiter is not None:
+                self._block_on(waiter, timeout)
+        finally:
+            if waiter is not None:
+                with self._lock:
+                    for object_id in missing:
+                        waiters = self._waiters.get(object_id)
+                        if waiters and waiter in waiters:
+                            waiters.remove(waiter)
+                            if not waiters:
+                                del self._waiters[object_id]
+        with self._lock:
+            if self._failure is not None and not self.closed:
+                raise self._failure
+            return {o for o in unique if o in self._ready}
+
+    def _block_on(self, waiter: _Waiter, timeout: float | None) -> None:
+        # A worker's task that blocks lends its CPUs to the node meanwhile, so
+        # that nested tasks can run even when they outnumber the CPUs.
         lent = self.in_task
         if lent:
             self.send((P.BLOCKED,))
         try:
-            with self._lock:
-                while True:
-                    if self._failure is not None:
-                        raise self._failure
-                    ready = {o for o in object_ids if o in self._ready}
-                    if len(ready) >= num_ready:
-                        return ready
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return ready
-                    self._changed.wait(remaining)
+            waiter.event.wait(timeout)
         finally:
             if lent:
                 self.send((P.UNBLOCKED,))
@@ -281,6 +355,8 @@ class Client:
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         object_ids = [r._id for r in refs]
         ready = self.wait_ready(object_ids, len(set(object_ids)), timeout)
+        if self.closed:
+            raise RuntimeError("actorkit was shut down while waiting")
         if len(ready) < len(set(object_ids)):
             not_ready = [r for r in refs if r._id not in ready]
             shown = ", ".join(map(repr, not_ready[:3])) + (", ..." if len(not_ready) > 3 else "")
@@ -327,12 +403,16 @@ class Client:
             data = self._ready.get(object_id)
             if data is None:
                 self._callbacks.setdefault(object_id, []).append(complete)
+            subscribe = data is None and object_id not in self._subscribed
+            if subscribe:
+                self._subscribed.add(object_id)
         if data is not None:
             complete(data)
-        else:
-            # Keep the ref alive until the future completes.
-            fut.add_done_callback(lambda _f, _keep=ref: None)
-            self._subscribe_missing([object_id])
+            return fut
+        # Keep the ref alive until the future completes.
+        fut.add_done_callback(lambda _f, _keep=ref: None)
+        if subscribe:
+            self._send([(P.SUBSCRIBE, [object_id])])
         return fut
 
     # -------------------------------------------------------------- closing

@@ -118,7 +118,19 @@ def _rebuild_task_error(
 
 
 class ActorDiedError(ActorkitError):
-    """The actor is dead: killed, exited, or out of restarts."""
+    """The actor is dead: killed, exited, out of restarts, or its ``__init__`` raised.
+
+    ``cause`` is the error that killed it when there is one (the ``TaskError``
+    of a failed ``__init__``); it is also chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str = "the actor died", cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.__cause__ = cause
+
+    def __reduce__(self) -> Any:
+        return (ActorDiedError, (self.args[0] if self.args else "", self.cause))
 
 
 class ActorUnavailableError(ActorkitError):

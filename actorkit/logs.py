@@ -15,19 +15,22 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 DEDUP_WINDOW_S = 5.0
 _NUMBERS = re.compile(r"\S*\d\S*")
 
 
-@dataclass
 class _Seen:
-    first_at: float
-    pids: set[int] = field(default_factory=set)
-    repeats: int = 0
-    last_text: str = ""
-    is_stderr: bool = False
+    """A line seen recently: when, from which processes, how often repeated."""
+
+    __slots__ = ("first_at", "pids", "repeats", "last_text", "is_stderr")
+
+    def __init__(self, first_at: float, pids: set[int], is_stderr: bool) -> None:
+        self.first_at = first_at
+        self.pids = pids
+        self.repeats = 0
+        self.last_text = ""
+        self.is_stderr = is_stderr
 
 
 class LogPrinter:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import selectors
@@ -28,39 +29,20 @@ import shutil
 import socket
 import sys
 import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Listener
-from multiprocessing.managers import BaseManager
 from typing import Any
 
-from . import payload as payload_codec
 from . import protocol as P
 from . import shm
 from .exceptions import ObjectLostError, WorkerCrashedError
-from .payload import Payload
-from .procutil import set_process_name
+from .node_process import NodeConfig, spawn_worker
+from .payload import Payload, release_payload
 from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of
-from .task_spec import TaskSpec
-
-_spawn = multiprocessing.get_context("spawn")
-
-
-@dataclass
-class NodeConfig:
-    session: str
-    session_dir: str
-    authkey: bytes
-    resources: dict[str, float]
-    object_store_memory: int
-    owner_pid: int
-    prestart_workers: int = 0
-    node_id: str = field(default_factory=lambda: os.urandom(14).hex())
-
-    @property
-    def data_address(self) -> str:
-        return os.path.join(self.session_dir, "data.sock")
+from .task_spec import ActorSpec, TaskSpec
 
 
 class ObjectEntry:
@@ -74,6 +56,8 @@ class ObjectEntry:
 
 
 class TaskRecord:
+    """A task, an actor's creation (``spec.method == "__init__"``) or an actor method call."""
+
     __slots__ = ("spec", "owner", "demand", "seq", "unresolved", "worker", "allocation", "retries_left")
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
@@ -88,6 +72,31 @@ class TaskRecord:
 
     def __repr__(self) -> str:
         return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
+
+
+class ActorState:
+    """One actor: its process, its calls, its fate."""
+
+    __slots__ = ("spec", "owner", "state", "worker", "queue", "inflight", "restarts_left", "death", "allocation", "ending")
+
+    def __init__(self, spec: ActorSpec, owner: ClientState) -> None:
+        self.spec = spec
+        self.owner = owner
+        self.state = "PENDING"  # PENDING -> ALIVE (-> RESTARTING -> ALIVE)* -> DEAD
+        self.worker: WorkerState | None = None
+        self.queue: deque[TaskRecord] = deque()  # calls not yet sent to the process, in order
+        self.inflight: dict[bytes, TaskRecord] = {}  # sent, not yet answered
+        self.restarts_left = _forever(spec.max_restarts)
+        self.death: Payload | None = None  # the ActorDiedError given to callers once dead
+        self.allocation: Allocation | None = None
+        self.ending = False  # no handle is left: end once the pending calls are done
+
+    def __repr__(self) -> str:
+        return f"<Actor {self.spec.class_name} {self.spec.actor_id.hex()[:12]} {self.state}>"
+
+
+def _forever(n: int) -> int:
+    return 1 << 30 if n == -1 else n
 
 
 class ClientState:
@@ -110,7 +119,7 @@ class ClientState:
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "process", "client", "task", "loaded", "blocked")
+    __slots__ = ("worker_id", "process", "client", "task", "loaded", "blocked", "actor")
 
     def __init__(self, worker_id: int, process: Any) -> None:
         self.worker_id = worker_id
@@ -119,17 +128,20 @@ class WorkerState:
         self.task: TaskRecord | None = None
         self.loaded: set[bytes] = set()
         self.blocked = False
+        self.actor: ActorState | None = None  # set once the worker is dedicated to an actor
 
     def __repr__(self) -> str:
         pid = self.process.pid
         doing = f"running {self.task.spec.name}" if self.task else "idle"
+        if self.actor is not None:
+            doing = f"actor {self.actor.spec.class_name}"
         return f"<Worker {self.worker_id} pid={pid} {doing}>"
 
 
 class Node:
     """All state of one node, owned by its event loop thread."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, listener: Listener, workers: list[tuple[int, Any]]) -> None:
         self.config = config
         self.ledger = ResourceLedger(config.resources)
         self.objects: dict[bytes, ObjectEntry] = {}
@@ -137,13 +149,17 @@ class Node:
         self.drivers: dict[bytes, ClientState] = {}
         self.workers: dict[int, WorkerState] = {}
         self.running: dict[bytes, TaskRecord] = {}
+        self.actors: dict[bytes, ActorState] = {}
+        self.actor_names: dict[tuple[str, str], bytes] = {}
+        self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
         self.ready = ReadyQueue()
         self.stats = {"tasks_finished": 0, "tasks_retried": 0, "workers_started": 0, "objects_freed": 0}
         self._seq = itertools.count()
-        self._worker_ids = itertools.count(1)
+        self._worker_ids = itertools.count(len(workers) + 1)
         self._dirty: set[ClientState] = set()
         self._schedule_needed = False
         self._stopping = False
+        self._stop_requested = False
         self._stopped = threading.Event()
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
@@ -151,7 +167,9 @@ class Node:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
-        self._listener = Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)
+        self._listener = listener
+        for worker_id, process in workers:
+            self._adopt_worker(worker_id, process)
         self._handlers: dict[int, Callable[[ClientState, tuple[Any, ...]], None]] = {
             P.HELLO: self._on_hello,
             P.SUBMIT: self._on_submit,
@@ -163,6 +181,17 @@ class Node:
             P.BLOCKED: self._on_blocked,
             P.UNBLOCKED: self._on_unblocked,
             P.LOG: self._on_log,
+            P.CREATE_ACTOR: self._on_create_actor,
+            P.ACTOR_CALL: self._on_submit,
+            P.ACTOR_READY: self._on_actor_ready,
+            P.ACTOR_FAILED: self._on_actor_failed,
+            P.ACTOR_EXIT: self._on_actor_exit,
+            P.REQUEST: self._on_request,
+        }
+        self._requests: dict[str, Callable[..., Any]] = {
+            "create_actor": self._request_create_actor,
+            "get_actor": self._request_get_actor,
+            "kill": self._request_kill,
         }
 
     def __repr__(self) -> str:
@@ -176,8 +205,6 @@ class Node:
     def start(self) -> None:
         threading.Thread(target=self._accept_loop, name="actorkit-accept", daemon=True).start()
         threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
-        for _ in range(self.config.prestart_workers):
-            self.call_soon(self._spawn_worker)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the event loop thread (from any thread)."""
@@ -286,6 +313,9 @@ class Node:
         client.held.clear()
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
+            for actor in list(self.actors.values()):
+                if actor.spec.job_id == client.job_id and not actor.spec.detached:
+                    self._kill_actor(actor, "its driver exited")
             if client.pid == self.config.owner_pid:
                 # The driver that started this node is gone (even if killed): stop.
                 self._stopping = True
@@ -294,9 +324,10 @@ class Node:
             client.worker.process.kill()
 
     def _on_hello(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, client.role, client.pid, worker_id, client.job_id = message
+        _, client.role, client.pid, worker_id, client.job_id, namespace = message
         if client.role == "driver":
             self.drivers[client.job_id] = client
+            self.namespaces[client.job_id] = namespace
         elif client.role == "worker":
             worker = self.workers.get(worker_id)
             if worker is None:  # a worker we already gave up on
@@ -321,7 +352,7 @@ class Node:
         entry = self.objects.get(object_id)
         if entry is None or entry.payload is not None:
             # Nobody holds a ref any more (or a retried task ran twice): drop it.
-            payload_codec.release(payload)
+            release_payload(payload)
             return
         entry.payload = payload
         for contained in payload.contained:
@@ -383,17 +414,24 @@ class Node:
                 continue
             del self.objects[freed_id]
             self.stats["objects_freed"] += 1
+            if freed_id in self.actors:
+                self._actor_out_of_scope(self.actors[freed_id])
             if entry.payload is not None:
-                payload_codec.release(entry.payload)
+                release_payload(entry.payload)
                 pending.extend(entry.payload.contained)
 
     def _error_payload(self, error: BaseException) -> Payload:
-        return payload_codec.encode(error, self.config.session, is_error=True)
+        from .payload import encode  # pickling machinery, loaded only when needed
+
+        return encode(error, self.config.session, is_error=True)
 
     # -------------------------------------------------------------- tasks
 
     def _on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        spec: TaskSpec = message[1]
+        self._add_task(client, message[1])
+
+    def _add_task(self, client: ClientState, spec: TaskSpec) -> TaskRecord | None:
+        """Admit a task, actor creation or actor call: pin what it uses, wait for its arguments."""
         if spec.function_bytes is not None:
             self.functions.setdefault(spec.function_id, spec.function_bytes)
             spec = spec._replace(function_bytes=None)
@@ -405,11 +443,10 @@ class Node:
         for object_id in spec.args.contained:
             self._incref(object_id)
         for object_id in spec.deps:
-            entry = self.objects.get(object_id)
-            if entry is None:
+            if object_id not in self.objects:
                 lost = ObjectLostError(f"argument {object_id.hex()} of {spec.name} was freed or lost")
                 self._finish(task, [self._error_payload(lost)] * spec.num_returns, pinned_deps=False)
-                return
+                return None
         for object_id in spec.deps:
             entry = self.objects[object_id]
             entry.refcount += 1
@@ -419,10 +456,16 @@ class Node:
                 else:
                     entry.dependents.append(task)
                 task.unresolved += 1
-        if task.unresolved == 0:
+        if spec.actor_id is not None and spec.method != "__init__":
+            self._enqueue_actor_call(task)
+        elif task.unresolved == 0:
             self._make_ready(task)
+        return task
 
     def _make_ready(self, task: TaskRecord) -> None:
+        if task.spec.actor_id is not None and task.spec.method != "__init__":
+            self._pump_actor(self.actors.get(task.spec.actor_id))
+            return
         for object_id in task.spec.deps:
             dep = self.objects[object_id].payload
             if dep is not None and dep.is_error:
@@ -443,7 +486,7 @@ class Node:
 
     def _schedule(self) -> None:
         self._schedule_needed = False
-        idle = [w for w in self.workers.values() if w.client is not None and w.task is None]
+        idle = [w for w in self.workers.values() if w.client is not None and w.task is None and w.actor is None]
         for tasks in self.ready.heads():
             while tasks:
                 task = tasks[0]
@@ -458,7 +501,7 @@ class Node:
     def _grow_pool(self) -> None:
         """Start workers for the ready tasks that resources allow to run now."""
         starting = sum(1 for w in self.workers.values() if w.client is None)
-        unblocked = sum(1 for w in self.workers.values() if not w.blocked)
+        unblocked = sum(1 for w in self.workers.values() if not w.blocked and w.actor is None)
         available = dict(self.ledger.available)
         runnable = 0
         for tasks in self.ready.heads():
@@ -475,18 +518,10 @@ class Node:
             self._spawn_worker()
 
     def _spawn_worker(self) -> None:
-        from .worker import WorkerArgs, main
-
         worker_id = next(self._worker_ids)
-        args = WorkerArgs(
-            address=self.config.data_address,
-            authkey=self.config.authkey,
-            session=self.config.session,
-            worker_id=worker_id,
-            node_id=self.config.node_id,
-        )
-        process = _spawn.Process(target=main, args=(args,), name=f"actorkit-worker-{worker_id}")
-        process.start()
+        self._adopt_worker(worker_id, spawn_worker(self.config, worker_id))
+
+    def _adopt_worker(self, worker_id: int, process: Any) -> None:
         worker = self.workers[worker_id] = WorkerState(worker_id, process)
         self.stats["workers_started"] += 1
         self._selector.register(process.sentinel, selectors.EVENT_READ, lambda _m: self._on_worker_exit(worker))
@@ -503,18 +538,28 @@ class Node:
             worker.loaded.add(spec.function_id)
         deps = {object_id: self.objects[object_id].payload for object_id in spec.deps}
         assert worker.client is not None
+        if spec.method == "__init__":
+            actor = self.actors[spec.actor_id]  # type: ignore[index]
+            actor.worker = worker
+            worker.actor = actor
+            message = (P.BECOME_ACTOR, actor.spec._replace(function_bytes=None), function_bytes, deps, task.allocation.gpu_ids)
+            self._send(worker.client, message)
+            return
         self._send(worker.client, (P.EXECUTE, spec, function_bytes, deps, task.allocation.gpu_ids))
 
     def _on_done(self, client: ClientState, message: tuple[Any, ...]) -> None:
         _, task_id, payloads, retryable = message
-        task = self.running.pop(task_id, None)
         worker = client.worker
+        if worker is not None and worker.actor is not None:
+            self._on_actor_call_done(worker.actor, task_id, payloads)
+            return
+        task = self.running.pop(task_id, None)
         if worker is not None:
             worker.task = None
             worker.blocked = False
         if task is None:
             for payload in payloads:
-                payload_codec.release(payload)
+                release_payload(payload)
             return
         self._release_allocation(task)
         if retryable and task.retries_left:
@@ -522,7 +567,7 @@ class Node:
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
             for payload in payloads:
-                payload_codec.release(payload)
+                release_payload(payload)
         else:
             self.stats["tasks_finished"] += 1
             self._finish(task, payloads)
@@ -543,7 +588,7 @@ class Node:
                 self._decref(object_id)
         for object_id in spec.args.contained:
             self._decref(object_id)
-        payload_codec.release(spec.args)  # large arguments had a segment of their own
+        release_payload(spec.args)  # large arguments had a segment of their own
 
     def _on_blocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
@@ -565,6 +610,9 @@ class Node:
         self.workers.pop(worker.worker_id, None)
         if worker.client is not None:
             self._disconnect(worker.client)
+        if worker.actor is not None and not self._stopping:
+            self._on_actor_process_exit(worker.actor, worker, process.exitcode)
+            return
         task = worker.task
         if task is None or self._stopping:
             self._schedule_needed = True
@@ -584,6 +632,249 @@ class Node:
             )
             self._finish(task, [self._error_payload(error)] * task.spec.num_returns)
         self._schedule_needed = True
+
+    # -------------------------------------------------------------- actors
+
+    def _on_create_actor(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        self._create_actor(client, message[1])
+
+    def _create_actor(self, client: ClientState, spec: ActorSpec) -> ActorState:
+        if spec.namespace is None:
+            spec = spec._replace(namespace=self.namespaces.get(spec.job_id, ""))
+        actor = self.actors[spec.actor_id] = ActorState(spec, client)
+        if spec.function_bytes is not None:
+            self.functions.setdefault(spec.function_id, spec.function_bytes)
+            actor.spec = spec._replace(function_bytes=None)
+        if spec.name is not None:
+            self.actor_names[(spec.namespace, spec.name)] = spec.actor_id
+        # The actor's id is counted like an object: handles are its references.
+        handle = self.objects[spec.actor_id] = ObjectEntry()
+        handle.refcount = 1
+        client.held.add(spec.actor_id)
+        self._add_task(client, self._creation_spec(actor))
+        return actor
+
+    def _creation_spec(self, actor: ActorState) -> TaskSpec:
+        spec = actor.spec
+        return TaskSpec(
+            task_id=spec.actor_id,
+            job_id=spec.job_id,
+            name=f"{spec.class_name}.__init__",
+            function_id=spec.function_id,
+            function_bytes=None,
+            args=spec.args,
+            deps=spec.deps,
+            num_returns=0,
+            resources=spec.placement,
+            max_retries=0,
+            retry_exceptions=False,
+            runtime_env=spec.runtime_env,
+            actor_id=spec.actor_id,
+            method="__init__",
+        )
+
+    def _on_actor_ready(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        actor = self.actors[message[1]]
+        task = self.running.pop(actor.spec.actor_id, None)
+        if actor.worker is not None:
+            actor.worker.task = None
+        if task is not None:
+            # Placement needed free resources; from now on the actor holds only its own.
+            if task.allocation is not None and task.allocation.demand == demand_of(actor.spec.resources):
+                actor.allocation, task.allocation = task.allocation, None
+            else:
+                self._release_allocation(task)
+                actor.allocation = self.ledger.acquire(demand_of(actor.spec.resources))
+            self._finish(task, [])
+        if actor.state == "DEAD":
+            return  # killed while starting
+        actor.state = "ALIVE"
+        self._pump_actor(actor)
+        self._schedule_needed = True
+
+    def _on_actor_failed(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, actor_id, death = message
+        actor = self.actors[actor_id]
+        task = self.running.pop(actor_id, None)
+        if task is not None:
+            self._release_allocation(task)
+            self._finish(task, [])
+        self._bury(actor, death)  # a failing __init__ is not retried, as in Ray
+
+    def _on_actor_exit(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        actor = self.actors[message[1]]
+        self._bury(actor, self._actor_died(actor, "it called exit_actor()"))
+
+    def _enqueue_actor_call(self, task: TaskRecord) -> None:
+        actor = self.actors.get(task.spec.actor_id)  # type: ignore[arg-type]
+        if actor is None or actor.state == "DEAD":
+            death = actor.death if actor is not None else None
+            if death is None:
+                from .exceptions import ActorDiedError
+
+                death = self._error_payload(ActorDiedError(f"no actor {task.spec.actor_id.hex()} lives on this node"))  # type: ignore[union-attr]
+            self._finish(task, [death] * task.spec.num_returns)
+            return
+        task.retries_left = _forever(actor.spec.max_task_retries)
+        actor.queue.append(task)
+        self._pump_actor(actor)
+
+    def _pump_actor(self, actor: ActorState | None) -> None:
+        """Send the actor its calls in order, as far as their arguments are ready."""
+        if actor is None or actor.state != "ALIVE" or actor.worker is None or actor.worker.client is None:
+            return
+        queue = actor.queue
+        while queue and queue[0].unresolved == 0:
+            task = queue.popleft()
+            spec = task.spec
+            deps = {object_id: self.objects[object_id].payload for object_id in spec.deps}
+            failed = next((p for p in deps.values() if p is not None and p.is_error), None)
+            if failed is not None:
+                self._finish(task, [failed] * spec.num_returns)
+                continue
+            actor.inflight[spec.task_id] = task
+            self._send(actor.worker.client, (P.EXECUTE, spec, None, deps, []))
+
+    def _on_actor_call_done(self, actor: ActorState, task_id: bytes, payloads: list[Payload]) -> None:
+        task = actor.inflight.pop(task_id, None)
+        if task is None:
+            for payload in payloads:
+                release_payload(payload)
+            return
+        self.stats["tasks_finished"] += 1
+        self._finish(task, payloads)
+        if actor.ending and not actor.inflight and not actor.queue:
+            self._kill_actor(actor, "no handle to it is left")
+
+    def _actor_died(self, actor: ActorState, why: str) -> Payload:
+        from .exceptions import ActorDiedError
+
+        spec = actor.spec
+        return self._error_payload(
+            ActorDiedError(f"The actor {spec.class_name} ({spec.actor_id.hex()}) is dead: {why}.")
+        )
+
+    def _bury(self, actor: ActorState, death: Payload) -> None:
+        """Mark the actor dead for good; every pending and later call gets ``death``."""
+        if actor.state == "DEAD":
+            return
+        actor.state = "DEAD"
+        actor.death = death
+        if actor.allocation is not None:
+            self.ledger.release(actor.allocation)
+            actor.allocation = None
+        spec = actor.spec
+        if spec.name is not None and self.actor_names.get((spec.namespace, spec.name)) == spec.actor_id:
+            del self.actor_names[(spec.namespace, spec.name)]
+        calls = list(actor.inflight.values()) + list(actor.queue)
+        actor.inflight.clear()
+        actor.queue.clear()
+        for task in calls:
+            self._finish(task, [death] * task.spec.num_returns)
+        self._schedule_needed = True
+
+    def _kill_actor(self, actor: ActorState, why: str) -> None:
+        self._bury(actor, self._actor_died(actor, why))
+        worker = actor.worker
+        if worker is not None and worker.process.is_alive():
+            worker.process.kill()
+
+    def _actor_out_of_scope(self, actor: ActorState) -> None:
+        if actor.spec.name is not None or actor.spec.detached or actor.state == "DEAD":
+            return
+        actor.ending = True
+        if not actor.inflight and not actor.queue and actor.state == "ALIVE":
+            self._kill_actor(actor, "no handle to it is left")
+
+    def _on_actor_process_exit(self, actor: ActorState, worker: WorkerState, exitcode: int | None) -> None:
+        actor.worker = None
+        creation = self.running.pop(actor.spec.actor_id, None)
+        if creation is not None:
+            self._release_allocation(creation)
+        if actor.allocation is not None:
+            self.ledger.release(actor.allocation)
+            actor.allocation = None
+        self._schedule_needed = True
+        if actor.state == "DEAD":
+            return
+        how = _describe_exit(exitcode)
+        if actor.restarts_left <= 0 or actor.ending:
+            why = f"its process (pid {worker.process.pid}) died unexpectedly: {how}"
+            if creation is not None:
+                self._finish(creation, [])
+            self._bury(actor, self._actor_died(actor, why))
+            return
+        actor.restarts_left -= 1
+        actor.state = "RESTARTING"
+        retry = []
+        for task in actor.inflight.values():
+            if task.retries_left > 0:
+                task.retries_left -= 1
+                retry.append(task)
+            else:
+                error = self._actor_died(
+                    actor, f"its process died ({how}) while running this call, and max_task_retries allows no retry"
+                )
+                self._finish(task, [error] * task.spec.num_returns)
+        actor.inflight.clear()
+        actor.queue.extendleft(reversed(retry))
+        if creation is None:
+            creation = TaskRecord(self._creation_spec(actor), actor.owner, next(self._seq))
+        self.ready.push(creation, front=True)
+
+    def _on_request(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, request_id, operation, args = message
+        try:
+            result = self._requests[operation](client, *args)
+        except Exception as e:
+            self._send(client, (P.REPLY, request_id, False, e))
+        else:
+            self._send(client, (P.REPLY, request_id, True, result))
+
+    def _holding(self, client: ClientState, actor: ActorState) -> tuple[bytes, str, dict[str, int]]:
+        """Count ``client`` as holding a handle to ``actor``; describe the handle."""
+        actor_id = actor.spec.actor_id
+        if actor_id not in client.held and actor_id in self.objects:
+            client.held.add(actor_id)
+            self.objects[actor_id].refcount += 1
+        return actor_id, actor.spec.class_name, actor.spec.methods
+
+    def _request_create_actor(self, client: ClientState, spec: ActorSpec) -> tuple[bytes, str, dict[str, int]]:
+        if spec.namespace is None:
+            spec = spec._replace(namespace=self.namespaces.get(spec.job_id, ""))
+        existing = self.actor_names.get((spec.namespace, spec.name))  # type: ignore[arg-type]
+        if existing is not None:
+            if not spec.get_if_exists:
+                raise ValueError(
+                    f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
+                    f"another actor. Use a different name, pass get_if_exists=True, or get the "
+                    f"existing actor with get_actor({spec.name!r}, namespace={spec.namespace!r})."
+                )
+            return self._holding(client, self.actors[existing])
+        actor = self._create_actor(client, spec)
+        return actor.spec.actor_id, spec.class_name, spec.methods
+
+    def _request_get_actor(
+        self, client: ClientState, name: str, namespace: str | None, job_id: bytes
+    ) -> tuple[bytes, str, dict[str, int]]:
+        if namespace is None:
+            namespace = self.namespaces.get(job_id, "")
+        actor_id = self.actor_names.get((namespace, name))
+        if actor_id is None:
+            raise ValueError(
+                f"Failed to look up actor with name {name!r} in namespace {namespace!r}: no live "
+                f"actor has that name there (it may have died, or been created in another namespace)."
+            )
+        return self._holding(client, self.actors[actor_id])
+
+    def _request_kill(self, client: ClientState, actor_id: bytes, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        if no_restart or actor.restarts_left <= 0:
+            self._kill_actor(actor, "it was killed by kill()")
+        elif actor.worker is not None:
+            actor.worker.process.kill()  # its exit restarts it
 
     # ---------------------------------------------------------------- logs
 
@@ -608,34 +899,50 @@ class Node:
             "available": self.ledger.snapshot(self.ledger.available),
         }
 
-    def stop(self) -> None:
+    def stop(self, requested: bool = False) -> None:
         """Stop the loop, workers and listener; remove the session's files."""
+        self._stop_requested = requested
         if not self._stopping:
             self._stopping = True
             self.call_soon(lambda: None)
         self._stopped.wait(30)
 
     def _cleanup(self) -> None:
-        for worker in list(self.workers.values()):
+        workers = list(self.workers.values())
+        for worker in workers:
             if worker.client is not None and not worker.client.closed:
                 self._send(worker.client, (P.EXIT,))
+            else:
+                worker.process.terminate()  # still booting: it holds nothing yet
         self._flush()
-        for worker in list(self.workers.values()):
-            worker.process.join(2)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(2)
+        _join_all([w.process for w in workers], timeout=2.0)
         try:
             self._listener.close()
         except OSError:
             pass
         shm.unlink_session(self.config.session)
         self._stopped.set()
-        if not _control_stop_requested.is_set():
+        if not self._stop_requested:
             # The owning driver vanished without stopping us: end the server process too.
             shutil.rmtree(self.config.session_dir, ignore_errors=True)
             sys.stdout.flush()
             os._exit(0)
+
+
+def _join_all(processes: list[Any], timeout: float) -> None:
+    """Wait for all ``processes`` to exit together; kill those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if p.exitcode is None]
+    while alive:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        multiprocessing.connection.wait([p.sentinel for p in alive], remaining)
+        alive = [p for p in alive if p.exitcode is None]
+    for process in alive:
+        process.kill()
+    for process in processes:
+        process.join(1)
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -651,57 +958,27 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"it exited with code {exitcode}"
 
 
-# ----------------------------------------------------------------- Manager
-
-_node: Node | None = None
-_control_stop_requested = threading.Event()
-
-
 class NodeControl:
     """The node's control plane, served to drivers by the Manager server."""
 
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
     def info(self) -> dict[str, Any]:
-        node = _the_node()
+        config = self._node.config
         return {
-            "node_id": node.config.node_id,
-            "session": node.config.session,
-            "data_address": node.config.data_address,
+            "node_id": config.node_id,
+            "session": config.session,
+            "data_address": config.data_address,
             "pid": os.getpid(),
         }
 
     def resources(self) -> dict[str, dict[str, float]]:
-        node = _the_node()
-        return node.call(node.resources)
+        return self._node.call(self._node.resources)
 
     def stats(self) -> dict[str, Any]:
-        node = _the_node()
+        node = self._node
         return node.call(lambda: dict(node.stats, workers=len(node.workers), objects=len(node.objects)))
 
     def stop(self) -> None:
-        _control_stop_requested.set()
-        _the_node().stop()
-
-
-def _the_node() -> Node:
-    if _node is None:
-        raise RuntimeError("no node runs in this process")
-    return _node
-
-
-def _control() -> NodeControl:
-    return NodeControl()
-
-
-class NodeManager(BaseManager):
-    """The Manager whose server process is the node."""
-
-
-NodeManager.register("node", callable=_control)
-
-
-def serve(config: NodeConfig) -> None:
-    """Manager initializer: runs in the new server process before it serves."""
-    global _node
-    set_process_name("actorkit:node")
-    _node = Node(config)
-    _node.start()
+        self._node.stop(requested=True)

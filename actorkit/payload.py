@@ -14,7 +14,6 @@ import pickle
 from typing import Any, NamedTuple
 
 from . import shm
-from .serialization import OUT_OF_BAND_THRESHOLD, serialize
 
 _ALIGN = 64  # numpy and SIMD code like their data aligned
 
@@ -35,6 +34,8 @@ class Payload(NamedTuple):
 
 def encode(value: Any, session: str, is_error: bool = False) -> Payload:
     """Serialize ``value``, writing its large parts into a new shared-memory segment."""
+    from .serialization import OUT_OF_BAND_THRESHOLD, serialize
+
     s = serialize(value)
     contained = tuple(s.contained)
     big_stream = len(s.data) >= OUT_OF_BAND_THRESHOLD
@@ -76,7 +77,7 @@ def decode(payload: Payload, mapping: mmap.mmap | None = None) -> Any:
     return pickle.loads(payload.data, buffers=buffers)  # type: ignore[arg-type]
 
 
-def release(payload: Payload) -> None:
+def release_payload(payload: Payload) -> None:
     """Free the payload's shared memory (called by the node that owns it)."""
     if payload.segment is not None:
         shm.unlink(payload.segment)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import sys
 import threading
 import types
 from collections.abc import Iterator
 
-_PR_SET_NAME = 15
 _main_lock = threading.Lock()
 
 
@@ -20,12 +17,10 @@ def set_process_name(name: str) -> None:
     actorkit's processes are named ``actorkit:node``, ``actorkit:worker``, ...
     so that users and the test suite can tell them apart from other Pythons.
     """
-    if not sys.platform.startswith("linux"):
-        return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):
+        with open("/proc/self/comm", "w") as comm:  # Linux; elsewhere there is no such file
+            comm.write(name[:15])
+    except OSError:
         pass
 
 

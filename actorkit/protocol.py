@@ -26,7 +26,7 @@ _HEADER = struct.Struct("!I")
 MAX_FRAME = 1 << 30  # larger values never travel inline: they go to shared memory
 
 # Client -> node
-HELLO = 1  # (HELLO, role, pid, worker_id, job_id)
+HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace)
 SUBMIT = 2  # (SUBMIT, TaskSpec)
 PUT = 3  # (PUT, object_id, payload)
 SUBSCRIBE = 4  # (SUBSCRIBE, [object_id, ...])
@@ -36,12 +36,20 @@ DONE = 7  # (DONE, task_id, [payload, ...], retryable) retryable: an application
 BLOCKED = 8  # (BLOCKED,) the worker's task waits in get()/wait(): lend its CPUs
 UNBLOCKED = 9  # (UNBLOCKED,)
 LOG = 10  # (LOG, task_name, pid, is_stderr, [line, ...])
+CREATE_ACTOR = 11  # (CREATE_ACTOR, ActorSpec) an unnamed actor: no reply needed
+ACTOR_CALL = 12  # (ACTOR_CALL, TaskSpec) a method call, TaskSpec.actor_id set
+ACTOR_READY = 13  # (ACTOR_READY, actor_id) __init__ returned
+ACTOR_FAILED = 14  # (ACTOR_FAILED, actor_id, payload) __init__ raised: the ActorDiedError to give callers
+ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id) exit_actor() was called
+REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 
 # Node -> client
 READY = 20  # (READY, object_id, payload)
 EXECUTE = 21  # (EXECUTE, TaskSpec, function_bytes | None, {object_id: payload}, gpu_ids)
 PRINT = 22  # (PRINT, task_name, pid, is_stderr, [line, ...]) forwarded worker output
 EXIT = 23  # (EXIT,) the worker should exit
+BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: payload}, gpu_ids)
+REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
 
 
 class ChannelClosed(ConnectionError):

@@ -46,6 +46,7 @@ class RemoteFunction:
         self.__doc__ = getattr(function, "__doc__", None)
         self.__module__ = getattr(function, "__module__", None) or "builtins"
         self.__wrapped__ = function
+        self.__actorkit_target__ = function  # what a worker runs if this object is unpickled
 
     def __repr__(self) -> str:
         return f"<RemoteFunction {self.__module__}.{self._name}>"
@@ -72,13 +73,7 @@ class RemoteFunction:
 
         client = runtime.current_client()
         export = self._export
-        function_bytes = None
-        if not client.has_exported(export.function_id):
-            if export.pickled is None:
-                from .serialization import dumps
-
-                export.pickled = dumps(self._function)
-            function_bytes = export.pickled
+        function_bytes = function_bytes_to_send(client, export, self._function)
         args_payload, deps = encode_arguments(args, kwargs, client.session)
         options = self._options
         max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
@@ -103,6 +98,17 @@ class RemoteFunction:
         if self._num_returns == 0:
             return None
         return refs
+
+
+def function_bytes_to_send(client: Any, export: _Export, target: Any) -> bytes | None:
+    """The pickled function or class, if this process has not sent it to the node yet."""
+    if not client.needs_export(export.function_id):
+        return None
+    if export.pickled is None:
+        from .serialization import dumps
+
+        export.pickled = dumps(target)
+    return export.pickled
 
 
 def _retry_exceptions(value: Any) -> bool | tuple[type, ...]:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import atexit
 import os
-import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import Client
     from .logs import LogPrinter
-    from .node import NodeManager
+    from .node_process import NodeManager
     from .worker import TaskExecutor
 
 _lock = threading.RLock()
@@ -49,17 +47,32 @@ _INIT_KEYWORDS = (
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
-@dataclass
 class Driver:
     """What ``init()`` started or connected to, and how to stop it."""
 
-    manager: NodeManager
-    control: Any
-    node_info: dict[str, Any]
-    session_dir: str
-    owns_node: bool
-    namespace: str
-    log_printer: LogPrinter | None
+    def __init__(
+        self,
+        manager: NodeManager,
+        node_info: dict[str, Any],
+        session_dir: str,
+        owns_node: bool,
+        namespace: str,
+        log_printer: LogPrinter | None,
+    ) -> None:
+        self.manager = manager
+        self._control: Any = None
+        self.node_info = node_info
+        self.session_dir = session_dir
+        self.owns_node = owns_node
+        self.namespace = namespace
+        self.log_printer = log_printer
+
+    @property
+    def control(self) -> Any:
+        """The node's control-plane proxy, connected on first use (init() need not wait for it)."""
+        if self._control is None:
+            self._control = self.manager.node()  # type: ignore[attr-defined]
+        return self._control
 
     def __repr__(self) -> str:
         return f"<Driver node={self.node_info['node_id'][:8]} session={self.node_info['session']}>"
@@ -221,45 +234,57 @@ def _start_local_node(
     from . import protocol as P
     from .client import Client
     from .logs import LogPrinter
-    from .node import NodeConfig, NodeManager, serve
+    from .node_process import NodeConfig, NodeManager, serve
     from .procutil import main_module_hidden
 
     root = os.path.join(temp_dir or tempfile.gettempdir(), f"actorkit-{os.getuid()}")
     os.makedirs(root, mode=0o700, exist_ok=True)
-    session = secrets.token_hex(4)
+    session = os.urandom(4).hex()
     session_dir = tempfile.mkdtemp(prefix=f"session-{session}-", dir=root)
-    authkey = secrets.token_bytes(32)
+    authkey = os.urandom(32)
     config = NodeConfig(
+        node_id=os.urandom(14).hex(),
         session=session,
         session_dir=session_dir,
         authkey=authkey,
         resources=totals,
         object_store_memory=store_memory,
         owner_pid=os.getpid(),
-        prestart_workers=min(int(totals["CPU"]), 32),
+        # One worker now for a fast first task; the rest start on demand.
+        prestart_workers=1 if totals["CPU"] >= 1 else 0,
     )
     manager = NodeManager(
-        address=os.path.join(session_dir, "node.sock"),
+        address=config.manager_address,
         authkey=authkey,
         ctx=multiprocessing.get_context("spawn"),
     )
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
     try:
-        control = manager.node()  # type: ignore[attr-defined]
-        info = control.info()
         printer = LogPrinter() if log_to_driver else None
         job_id = os.urandom(4)
-        channel = P.Channel(P.connect(info["data_address"], authkey))
+        channel = P.Channel(P.connect(config.data_address, authkey))
+        # Without a namespace a driver gets an anonymous one of its own, as in Ray.
+        namespace = namespace or f"anonymous-{job_id.hex()}"
         client = Client(
-            channel, session=session, job_id=job_id, role="driver", on_message=_driver_message_handler(printer)
+            channel,
+            session=session,
+            job_id=job_id,
+            role="driver",
+            namespace=namespace,
+            on_message=_driver_message_handler(printer),
         )
     except BaseException:
         manager.shutdown()
         shutil.rmtree(session_dir, ignore_errors=True)
         raise
-    info = dict(info, session_dir=session_dir, address=info["data_address"])
-    driver = Driver(manager, control, info, session_dir, True, namespace or "", printer)
+    info = {
+        "node_id": config.node_id,
+        "session": session,
+        "session_dir": session_dir,
+        "address": config.data_address,
+    }
+    driver = Driver(manager, info, session_dir, True, namespace, printer)
     return driver, client
 
 
@@ -290,7 +315,7 @@ def shutdown() -> None:
             client.close()
         if driver.log_printer is not None:
             driver.log_printer.close()
-        del driver.control
+        driver._control = None
         if driver.owns_node:
             driver.manager.shutdown()
             shutil.rmtree(driver.session_dir, ignore_errors=True)
@@ -304,7 +329,7 @@ def control() -> Any:
         return _driver.control
     with _lock:
         if _worker_control is None:
-            from .node import NodeManager
+            from .node_process import NodeManager
 
             assert _worker_manager is not None
             address, authkey = _worker_manager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 import tempfile
 
 PREFIX = "actorkit-"
@@ -33,7 +32,7 @@ def path_of(name: str) -> str:
 
 def create(session: str, size: int) -> tuple[str, mmap.mmap]:
     """A new writable segment of ``size`` bytes and its name."""
-    name = f"{PREFIX}{session}-{secrets.token_hex(12)}"
+    name = f"{PREFIX}{session}-{os.urandom(12).hex()}"
     fd = os.open(path_of(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(size, 1))

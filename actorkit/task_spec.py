@@ -36,6 +36,8 @@ class TaskSpec(NamedTuple):
     max_retries: int
     retry_exceptions: bool | tuple[type, ...]
     runtime_env: dict[str, Any] | None
+    actor_id: bytes | None = None  # set for an actor method call
+    method: str | None = None  # the method called, for an actor method call
 
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]
@@ -43,3 +45,27 @@ class TaskSpec(NamedTuple):
 
 def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + (index + 1).to_bytes(4, "big")
+
+
+class ActorSpec(NamedTuple):
+    """How to create an actor, and how to treat it when its process dies."""
+
+    actor_id: bytes
+    job_id: bytes
+    class_name: str
+    function_id: bytes  # the class, exported once like a function
+    function_bytes: bytes | None
+    args: Payload  # pickled (args, kwargs) for __init__
+    deps: tuple[bytes, ...]
+    placement: dict[str, float]  # needed free to place the actor
+    resources: dict[str, float]  # held while the actor lives
+    max_restarts: int  # -1: restart forever
+    max_task_retries: int  # -1: retry forever
+    max_concurrency: int
+    is_async: bool
+    methods: dict[str, int]  # method name -> num_returns
+    name: str | None
+    namespace: str | None  # None until the node fills in the job's namespace
+    detached: bool
+    get_if_exists: bool
+    runtime_env: dict[str, Any] | None

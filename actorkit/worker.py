@@ -8,14 +8,17 @@ driver whose task it is running, prefixed with the task's name and pid.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import os
 import pickle
 import queue
 import sys
+import threading
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 from . import payload as payload_codec
 from . import protocol as P
@@ -27,8 +30,7 @@ from .procutil import set_process_name
 from .task_spec import ArgRef, TaskSpec
 
 
-@dataclass
-class WorkerArgs:
+class WorkerArgs(NamedTuple):
     address: str
     authkey: bytes
     session: str
@@ -63,7 +65,7 @@ class _ForwardedStream(io.TextIOBase):
 
 
 class TaskExecutor:
-    """Loads functions once, runs tasks, and reports their results."""
+    """Loads functions once, runs tasks and actor calls, and reports their results."""
 
     def __init__(self, client: Client, node_id: str) -> None:
         self.client = client
@@ -71,9 +73,17 @@ class TaskExecutor:
         self.functions: dict[bytes, Any] = {}
         self.current: TaskSpec | None = None
         self.gpu_ids: list[int] = []
+        # Set once this worker is dedicated to an actor.
+        self.actor_id: bytes | None = None
+        self.actor_name: str | None = None
+        self.instance: Any = None
+        self.serial_actor = False
+        self.self_calls: set[bytes] = set()  # results of calls this serial actor made to itself
 
     @property
     def task_name(self) -> str:
+        if self.actor_name is not None:
+            return self.actor_name
         return self.current.name if self.current is not None else "worker"
 
     def forward_output(self, is_stderr: bool, lines: list[str]) -> None:
@@ -82,44 +92,88 @@ class TaskExecutor:
         except Exception:
             pass  # the node is gone: there is nobody to show the output to
 
+    # ------------------------------------------------------------ running
+
     def run(self, message: tuple[Any, ...]) -> None:
-        _, spec, function_bytes, deps, gpu_ids = message
+        """Run one task or actor call on this thread, lending CPUs while it blocks in get()."""
+        spec, gpu_ids = message[1], message[4]
         self.current = spec
-        self.gpu_ids = gpu_ids
-        retryable = False
-        saved_env = self._enter_environment(spec, gpu_ids)
+        if self.actor_id is None:
+            self.gpu_ids = gpu_ids
+        saved_env = _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
+        self.client.in_task = self.actor_id is None
         try:
-            function = self._function(spec, function_bytes)
-            args, kwargs = self._arguments(spec, deps)
-            self.client.in_task = True
-            try:
-                result = function(*args, **kwargs)
-            finally:
-                self.client.in_task = False
-            payloads = self._result_payloads(spec, result)
-        except BaseException as e:  # noqa: B036 - KeyboardInterrupt is a cancellation
-            retryable = _should_retry(spec, e)
-            error = self._task_error(spec, e)
-            payloads = [error] * max(spec.num_returns, 1)
+            self._call(message)
         finally:
+            self.client.in_task = False
             _restore_environment(saved_env)
-            sys.stdout.flush()
-            sys.stderr.flush()
             self.current = None
-        self.client.send((P.DONE, spec.task_id, payloads[: spec.num_returns], retryable))
 
-    def _function(self, spec: TaskSpec, function_bytes: bytes | None) -> Any:
+    def _call(self, message: tuple[Any, ...]) -> None:
+        """Run a call and send its result: tasks, serial and threaded actor calls."""
+        spec = message[1]
+        try:
+            function, args, kwargs = self._prepare(message)
+            result = function(*args, **kwargs)
+        except BaseException as e:  # noqa: B036 - KeyboardInterrupt is a cancellation
+            self._report_error(spec, e)
+        else:
+            self._report(spec, result)
+
+    async def call_async(self, message: tuple[Any, ...]) -> None:
+        """Run an async actor's call on its event loop."""
+        spec = message[1]
+        try:
+            function, args, kwargs = self._prepare(message)
+            result = function(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as e:  # noqa: B036
+            self._report_error(spec, e)
+        else:
+            self._report(spec, result)
+
+    def _prepare(self, message: tuple[Any, ...]) -> tuple[Any, list[Any], dict[str, Any]]:
+        _, spec, function_bytes, deps, _gpu_ids = message
+        if spec.method is not None:
+            function = getattr(self.instance, spec.method)
+        else:
+            function = self._load(spec.function_id, function_bytes)
+        args, kwargs = self._arguments(spec, deps)
+        return function, args, kwargs
+
+    def _load(self, function_id: bytes, function_bytes: bytes | None) -> Any:
         if function_bytes is not None:
-            self.functions[spec.function_id] = pickle.loads(function_bytes)
-        return self.functions[spec.function_id]
+            function = pickle.loads(function_bytes)
+            # A decorated function or class pickled by reference comes back as the
+            # decorated object (its module's name points to it): use what it wraps.
+            self.functions[function_id] = getattr(function, "__actorkit_target__", function)
+        return self.functions[function_id]
 
-    def _arguments(self, spec: TaskSpec, deps: dict[bytes, Payload]) -> tuple[list[Any], dict[str, Any]]:
+    def _arguments(self, spec: Any, deps: dict[bytes, Payload]) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = payload_codec.decode(spec.args)
         if spec.deps:
             values = [payload_codec.decode(deps[object_id]) for object_id in spec.deps]
             args = [values[a.index] if type(a) is ArgRef else a for a in args]
             kwargs = {k: values[v.index] if type(v) is ArgRef else v for k, v in kwargs.items()}
         return args, kwargs
+
+    def _report(self, spec: TaskSpec, result: Any) -> None:
+        try:
+            payloads = self._result_payloads(spec, result)
+        except BaseException as e:  # noqa: B036
+            self._report_error(spec, e)
+            return
+        self.client.send((P.DONE, spec.task_id, payloads, False))
+
+    def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
+        from .actor import _ExitActor
+
+        if isinstance(error, _ExitActor):
+            self.exit_actor()
+        retryable = _should_retry(spec, error)
+        payload = self._task_error(spec, error)
+        self.client.send((P.DONE, spec.task_id, [payload] * spec.num_returns, retryable))
 
     def _result_payloads(self, spec: TaskSpec, result: Any) -> list[Payload]:
         n = spec.num_returns
@@ -139,33 +193,77 @@ class TaskExecutor:
                 )
         return [payload_codec.encode(v, self.client.session) for v in values]
 
-    def _task_error(self, spec: TaskSpec, error: BaseException) -> Payload:
-        if isinstance(error, TaskError):
-            # An error from a task this one waited on: pass it on unchanged.
-            task_error = error
-        else:
-            tb = error.__traceback__
-            # Drop the executor's own frames: users see their function first.
-            while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-                tb = tb.tb_next
-            text = "".join(traceback.format_exception(type(error), error, tb))
-            cause = error if _round_trips(error) else None
-            task_error = TaskError(spec.name, text, cause, os.getpid(), type(error).__name__)
-        try:
-            return payload_codec.encode(task_error, self.client.session, is_error=True)
-        except Exception:
-            fallback = TaskError(spec.name, task_error.traceback_str, None, os.getpid(), task_error.cause_type_name)
-            return payload_codec.encode(fallback, self.client.session, is_error=True)
+    def _task_error(self, spec: Any, error: BaseException) -> Payload:
+        return payload_codec.encode(self.wrap_error(spec.name, error), self.client.session, is_error=True)
 
-    def _enter_environment(self, spec: TaskSpec, gpu_ids: list[int]) -> dict[str, str | None]:
-        env: dict[str, str] = {}
-        if spec.runtime_env:
-            env.update(spec.runtime_env.get("env_vars") or {})
-        if gpu_ids or spec.resources.get("GPU"):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        return saved
+    def wrap_error(self, name: str, error: BaseException) -> TaskError:
+        """``error`` as the TaskError callers get: remote traceback, original when it pickles."""
+        if isinstance(error, TaskError):
+            return error  # from a task this one waited on: pass it on unchanged
+        tb = error.__traceback__
+        # Drop the executor's own frames: users see their function first.
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(error), error, tb))
+        cause = error if _round_trips(error) else None
+        return TaskError(name, text, cause, os.getpid(), type(error).__name__)
+
+    # -------------------------------------------------------------- actors
+
+    def become_actor(self, message: tuple[Any, ...]) -> bool:
+        """Create the actor's instance; report it. False if ``__init__`` failed."""
+        from .exceptions import ActorDiedError
+
+        _, spec, class_bytes, deps, gpu_ids = message
+        self.actor_id = spec.actor_id
+        self.actor_name = spec.class_name
+        self.gpu_ids = gpu_ids
+        self.serial_actor = not spec.is_async and spec.max_concurrency == 1
+        _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
+        try:
+            cls = self._load(spec.function_id, class_bytes)
+            args, kwargs = self._arguments(spec, deps)
+            self.instance = cls(*args, **kwargs)
+        except BaseException as e:  # noqa: B036
+            error = self.wrap_error(f"{spec.class_name}.__init__", e).as_instanceof_cause()
+            death = ActorDiedError(
+                f"The actor {spec.class_name} died because its __init__ raised:\n{error}", cause=error
+            )
+            self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.encode(death, self.client.session, True)))
+            return False
+        self.client.send((P.ACTOR_READY, spec.actor_id))
+        return True
+
+    def check_not_waiting_on_self(self, object_ids: list[bytes]) -> None:
+        """A serial actor's method must not wait for a later call to its own actor."""
+        if self.self_calls and any(o in self.self_calls for o in object_ids):
+            raise RuntimeError(
+                f"deadlock: a method of actor {self.actor_name} waits for the result of a later "
+                f"call to the same actor, which cannot start before this method returns. Return "
+                f"the ObjectRef instead, or let the actor run calls concurrently "
+                f"(max_concurrency > 1 or async methods)."
+            )
+
+    def exit_actor(self) -> None:
+        """End this actor's process now (``exit_actor()``); the node fails pending calls."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            self.client.send((P.ACTOR_EXIT, self.actor_id))
+            self.client.close()
+        finally:
+            os._exit(0)
+
+
+def _enter_environment(runtime_env: dict[str, Any] | None, gpu_ids: list[int], wants_gpu: bool) -> dict[str, str | None]:
+    env: dict[str, str] = {}
+    if runtime_env:
+        env.update(runtime_env.get("env_vars") or {})
+    if gpu_ids or wants_gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    return saved
 
 
 def _restore_environment(saved: dict[str, str | None]) -> None:
@@ -202,12 +300,15 @@ def main(args: WorkerArgs) -> None:
     inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
 
     def on_message(message: tuple[Any, ...]) -> None:
-        if message[0] == P.EXECUTE:
-            inbox.put(message)
-        elif message[0] == P.EXIT:
+        if message[0] == P.EXIT:
             inbox.put(None)
+        elif message[0] != P.PRINT:
+            inbox.put(message)
 
-    channel = P.Channel(P.connect(args.address, args.authkey))
+    try:
+        channel = P.Channel(P.connect(args.address, args.authkey))
+    except OSError:
+        return  # the node stopped while this worker was starting: nothing to do
     client = Client(
         channel, session=args.session, job_id=b"", role="worker", worker_id=args.worker_id, on_message=on_message
     )
@@ -215,11 +316,69 @@ def main(args: WorkerArgs) -> None:
     runtime.enter_worker(client, executor, os.path.join(os.path.dirname(args.address), "node.sock"), args.authkey)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
     sys.stderr = _ForwardedStream(executor, is_stderr=True)
+    try:
+        _serve(executor, inbox)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        client.close()
+
+
+def _serve(executor: TaskExecutor, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+    """Run tasks until told to stop, or become an actor and serve its calls."""
     while True:
         message = inbox.get()
         if message is None:
-            break
-        executor.run(message)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    client.close()
+            return
+        if message[0] == P.EXECUTE:
+            executor.run(message)
+        elif message[0] == P.BECOME_ACTOR:
+            if not executor.become_actor(message):
+                return
+            spec = message[1]
+            if spec.is_async:
+                _serve_async_actor(executor, inbox, spec.max_concurrency)
+                return
+            if spec.max_concurrency > 1:
+                _serve_threaded_actor(executor, inbox, spec.max_concurrency)
+                return
+
+
+def _serve_threaded_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], max_concurrency: int) -> None:
+    # Calls start in the order they arrived; up to max_concurrency run at once.
+    with ThreadPoolExecutor(max_concurrency, thread_name_prefix="actorkit-actor") as pool:
+        while (message := inbox.get()) is not None:
+            pool.submit(executor.run, message)
+
+
+def _serve_async_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], max_concurrency: int) -> None:
+    """Run an async actor's calls concurrently on one event loop, in order of arrival."""
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        calls: asyncio.Queue[Any] = asyncio.Queue()
+        slots = asyncio.Semaphore(max_concurrency)
+
+        def pump() -> None:
+            while True:
+                message = inbox.get()
+                loop.call_soon_threadsafe(calls.put_nowait, message)
+                if message is None:
+                    return
+
+        threading.Thread(target=pump, name="actorkit-mailbox", daemon=True).start()
+        running: set[asyncio.Task[None]] = set()
+
+        async def run_one(message: tuple[Any, ...]) -> None:
+            try:
+                await executor.call_async(message)
+            finally:
+                slots.release()
+
+        while (message := await calls.get()) is not None:
+            await slots.acquire()
+            task = loop.create_task(run_one(message))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    asyncio.run(serve())

@@ -1,0 +1,297 @@
+"""Actors: ``@remote`` on a class, ``Cls.remote(...)``, handles, ``exit_actor()``.
+
+An actor is an instance of a class living in its own process (a worker the
+node dedicates to it).  ``handle.method.remote(...)`` sends a call through
+the node to that process, which runs the calls of one caller in the order
+they were made: one at a time for a plain class, concurrently on an event
+loop for a class with ``async def`` methods, or in up to ``max_concurrency``
+threads.
+
+A handle is a small picklable value.  Its actor id is counted like an
+ObjectRef, so the node knows when no handle is left anywhere; an unnamed,
+non-detached actor then ends once its pending calls are done, as in Ray.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from . import runtime
+from .object_ref import ObjectRef
+from .options import UNSUPPORTED, resource_demand, validate_task_options
+
+ACTOR_OPTIONS = frozenset(
+    {
+        "name",
+        "namespace",
+        "get_if_exists",
+        "lifetime",
+        "max_concurrency",
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "memory",
+        "accelerator_type",
+        "max_restarts",
+        "max_task_retries",
+        "runtime_env",
+        "scheduling_strategy",
+        "max_pending_calls",
+    }
+)
+_ACTOR_UNSUPPORTED = {"concurrency_groups": "concurrency groups are not supported", **UNSUPPORTED}
+_SHARED_WITH_TASKS = ("num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env", "scheduling_strategy")
+_NUM_RETURNS_ATTR = "__actorkit_num_returns__"
+
+
+def method(*, num_returns: int = 1) -> Any:
+    """Decorate an actor method with options: ``@actorkit.method(num_returns=2)``."""
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
+        raise ValueError(f"method(num_returns={num_returns!r}) must be an int >= 0")
+
+    def decorate(function: Any) -> Any:
+        setattr(function, _NUM_RETURNS_ATTR, num_returns)
+        return function
+
+    return decorate
+
+
+def validate_actor_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    for name in options:
+        if name in _ACTOR_UNSUPPORTED:
+            raise ValueError(f"{where}: option {name!r} is not supported by actorkit ({_ACTOR_UNSUPPORTED[name]})")
+        if name not in ACTOR_OPTIONS:
+            raise ValueError(f"{where}: unknown actor option {name!r}; actors accept {', '.join(sorted(ACTOR_OPTIONS))}")
+    validate_task_options({k: v for k, v in options.items() if k in _SHARED_WITH_TASKS}, where)
+    for name in ("max_restarts", "max_task_retries"):
+        n = options.get(name)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < -1):
+            raise ValueError(f"{where}: {name}={n!r} must be an int >= -1 (-1: forever)")
+    n = options.get("max_concurrency")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"{where}: max_concurrency={n!r} must be an int >= 1")
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"{where}: lifetime={lifetime!r} must be 'detached', 'non_detached' or None")
+    for name in ("name", "namespace"):
+        value = options.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{where}: {name}={value!r} must be a non-empty str")
+    pending = options.get("max_pending_calls", -1)
+    if pending != -1:
+        raise ValueError(f"{where}: max_pending_calls={pending!r} is not supported (only -1, no limit)")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError(f"{where}: get_if_exists=True needs a name=")
+    return options
+
+
+def _methods_of(cls: type) -> tuple[dict[str, int], bool]:
+    """Each public method's num_returns, and whether the class is async."""
+    methods: dict[str, int] = {}
+    is_async = False
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        function = inspect.unwrap(member) if callable(member) else None
+        if function is None:
+            continue
+        methods[name] = getattr(member, _NUM_RETURNS_ATTR, 1)
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            is_async = True
+    return methods, is_async
+
+
+class ActorClass:
+    """A class made an actor by ``@remote``: ``Cls.remote(*args)`` starts one."""
+
+    def __init__(self, cls: type, options: dict[str, Any], _export: Any = None) -> None:
+        from .remote_function import _Export
+
+        validate_actor_options(options, f"@remote on class {cls.__qualname__}")
+        self._cls = cls
+        self._options = options
+        self._export = _export or _Export()
+        self._methods, self._is_async = _methods_of(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+        self.__actorkit_target__ = cls  # what a worker instantiates if this object is unpickled
+
+    def __repr__(self) -> str:
+        return f"<ActorClass {self.__module__}.{self.__qualname__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__qualname__}()', "
+            f"use '{self.__qualname__}.remote()'."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_class, (self._cls, self._options, self._export.function_id))
+
+    def options(self, **options: Any) -> ActorClass:
+        """A variant of this actor class with some options changed (Ray's ``.options()``)."""
+        validate_actor_options(options, f"{self.__qualname__}.options()")
+        return ActorClass(self._cls, {**self._options, **options}, self._export)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Start an actor; returns its handle at once (``__init__`` runs in the background)."""
+        from . import protocol as P
+        from .remote_function import encode_arguments, function_bytes_to_send
+        from .task_spec import ActorSpec
+
+        client = runtime.current_client()
+        options = self._options
+        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        explicit_cpus = options.get("num_cpus") is not None
+        held = resource_demand(options, default_cpus=0)
+        placement = held if explicit_cpus else {**held, "CPU": held.get("CPU", 0) or 1}
+        max_concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
+        spec = ActorSpec(
+            actor_id=client.new_task_id() + os.urandom(4),
+            job_id=runtime.current_job_id(),
+            class_name=self.__qualname__,
+            function_id=self._export.function_id,
+            function_bytes=function_bytes_to_send(client, self._export, self._cls),
+            args=args_payload,
+            deps=deps,
+            placement=placement,
+            resources=held,
+            max_restarts=options.get("max_restarts", 0),
+            max_task_retries=options.get("max_task_retries", 0),
+            max_concurrency=max_concurrency,
+            is_async=self._is_async,
+            methods=self._methods,
+            name=options.get("name"),
+            namespace=options.get("namespace"),  # None: the job's namespace
+            detached=options.get("lifetime") == "detached",
+            get_if_exists=bool(options.get("get_if_exists")),
+            runtime_env=options.get("runtime_env"),
+        )
+        if spec.name is None:
+            client.send((P.CREATE_ACTOR, spec))
+            return ActorHandle(spec.actor_id, spec.class_name, spec.methods, client.own_actor(spec.actor_id))
+        actor_id, class_name, methods = client.request("create_actor", spec)
+        return ActorHandle(actor_id, class_name, methods, client.adopt_ref(actor_id))
+
+
+def _rebuild_class(cls: type, options: dict[str, Any], function_id: bytes) -> ActorClass:
+    from .remote_function import _Export
+
+    return ActorClass(cls, options, _Export(function_id))
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote(...)``."""
+
+    __slots__ = ("_handle", "_name", "_num_returns")
+
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __repr__(self) -> str:
+        return f"<ActorMethod {self._handle._class_name}.{self._name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'."
+        )
+
+    def options(self, *, num_returns: int | None = None, name: str | None = None) -> ActorMethod:
+        """This method with another ``num_returns``."""
+        n = self._num_returns if num_returns is None else num_returns
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{self._name}.options(num_returns={n!r}) must be an int >= 0")
+        return ActorMethod(self._handle, self._name, n)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from . import protocol as P
+        from .remote_function import encode_arguments
+        from .task_spec import TaskSpec
+
+        handle = self._handle
+        client = runtime.current_client()
+        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        spec = TaskSpec(
+            task_id=client.new_task_id(),
+            job_id=runtime.current_job_id(),
+            name=f"{handle._class_name}.{self._name}",
+            function_id=b"",
+            function_bytes=None,
+            args=args_payload,
+            deps=deps,
+            num_returns=self._num_returns,
+            resources={},
+            max_retries=0,
+            retry_exceptions=False,
+            runtime_env=None,
+            actor_id=handle._actor_id,
+            method=self._name,
+        )
+        refs = client.submit(spec, P.ACTOR_CALL)
+        executor = runtime.current_executor()
+        if executor is not None and executor.serial_actor and executor.actor_id == handle._actor_id:
+            executor.self_calls.update(r._id for r in refs)
+        if self._num_returns == 1:
+            return refs[0]
+        return None if self._num_returns == 0 else refs
+
+
+class ActorHandle:
+    """A reference to an actor: call ``handle.method.remote(...)``. Picklable."""
+
+    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, int], ref: ObjectRef | None) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._ref = ref  # keeps the actor alive while this handle exists
+        for name, num_returns in methods.items():
+            self.__dict__[name] = ActorMethod(self, name, num_returns)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = ", ".join(sorted(self._methods)) or "none"
+        raise AttributeError(f"actor {self._class_name!r} has no method {name!r} (its methods: {known})")
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from .object_ref import record_contained_ref
+
+        record_contained_ref(self._actor_id)
+        return (_rebuild_handle, (self._actor_id, self._class_name, self._methods))
+
+
+def _rebuild_handle(actor_id: bytes, class_name: str, methods: dict[str, int]) -> ActorHandle:
+    client = runtime.client_if_connected()
+    ref = client.adopt_ref(actor_id) if client is not None else None
+    return ActorHandle(actor_id, class_name, methods, ref)
+
+
+class _ExitActor(SystemExit):
+    """Raised by exit_actor(): the actor's process ends after the current call."""
+
+
+def exit_actor() -> None:
+    """End the current actor from inside one of its methods (Ray's ``exit_actor``).
+
+    Calls still pending fail with ``ActorDiedError``; the actor is not restarted.
+    """
+    executor = runtime.current_executor()
+    if executor is None or executor.actor_id is None:
+        raise TypeError("exit_actor() must be called from inside an actor method")
+    raise _ExitActor(0)

@@ -1,0 +1,95 @@
+"""The node server process: its Manager, its entry point, and how it starts workers.
+
+Start-up order matters for cold start: the process first opens its data
+listener and spawns the prestarted workers; the node itself is built on a
+thread while the Manager server starts, so the driver, the workers and the
+node all boot at once.  A client that connects early waits in the
+authentication handshake until the node's accept thread runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from multiprocessing.connection import Listener
+from multiprocessing.managers import BaseManager
+from typing import Any, NamedTuple
+
+from .procutil import set_process_name
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+class NodeConfig(NamedTuple):
+    node_id: str
+    session: str
+    session_dir: str
+    authkey: bytes
+    resources: dict[str, float]
+    object_store_memory: int
+    owner_pid: int
+    prestart_workers: int = 0
+
+    @property
+    def data_address(self) -> str:
+        return os.path.join(self.session_dir, "data.sock")
+
+    @property
+    def manager_address(self) -> str:
+        return os.path.join(self.session_dir, "node.sock")
+
+
+class NodeManager(BaseManager):
+    """The Manager whose server process is the node."""
+
+
+_control: Any = None
+_control_ready = threading.Event()
+
+
+def _get_control() -> Any:
+    if not _control_ready.wait(60) or _control is None:
+        raise RuntimeError("the node failed to start; see its error output")
+    return _control
+
+
+NodeManager.register("node", callable=_get_control)
+
+
+def serve(config: NodeConfig) -> None:
+    """Manager initializer: runs in the new server process before it serves."""
+    global _control
+    set_process_name("actorkit:node")
+    listener = Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)
+    workers = [(i, spawn_worker(config, i)) for i in range(1, config.prestart_workers + 1)]
+
+    def build() -> None:
+        global _control
+        try:
+            from .node import Node, NodeControl
+
+            node = Node(config, listener, workers)
+            _control = NodeControl(node)
+            node.start()
+        finally:
+            _control_ready.set()
+
+    threading.Thread(target=build, name="actorkit-node-start", daemon=True).start()
+
+
+def spawn_worker(config: NodeConfig, worker_id: int) -> Any:
+    """Start a worker process (spawn context) for this node."""
+    process = _spawn.Process(
+        target=_run_worker,
+        args=(config.data_address, config.authkey, config.session, worker_id, config.node_id),
+        name=f"actorkit-worker-{worker_id}",
+    )
+    process.start()
+    return process
+
+
+def _run_worker(address: str, authkey: bytes, session: str, worker_id: int, node_id: str) -> None:
+    from .worker import WorkerArgs, main
+
+    main(WorkerArgs(address, authkey, session, worker_id, node_id))
