@@ -98,6 +98,8 @@ def wait(
             raise TypeError(f"wait() expected a list of ObjectRefs, but the list holds {ref!r}")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"wait(num_returns={num_returns!r}) must be an int")
+    if not object_refs:
+        return [], []
     if num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):

@@ -232,7 +232,12 @@ class Client:
                 if waiter.remaining == 0:
                     waiter.event.set()
         for callback in callbacks or ():
-            callback(payload)
+            try:
+                callback(payload)
+            except Exception:  # a callback's failure must not stop the receiver
+                import traceback
+
+                traceback.print_exc()
 
     def _on_reply(self, request_id: int, ok: bool, value: Any) -> None:
         with self._lock:
@@ -386,18 +391,23 @@ class Client:
         object_id = ref._id
 
         def complete(data: Payload | None) -> None:
-            if data is None:
-                fut.set_exception(self._failure or ObjectLostError(f"{ref!r} was lost"))
-                return
+            if fut.done():
+                return  # cancelled by its user meanwhile
             try:
-                value = payload_codec.decode(data)
-            except BaseException as e:
-                fut.set_exception(e)
-                return
-            if data.is_error:
-                fut.set_exception(value)
-            else:
-                fut.set_result(value)
+                if data is None:
+                    fut.set_exception(self._failure or ObjectLostError(f"{ref!r} was lost"))
+                    return
+                try:
+                    value = payload_codec.decode(data)
+                except BaseException as e:
+                    fut.set_exception(e)
+                    return
+                if data.is_error:
+                    fut.set_exception(value)
+                else:
+                    fut.set_result(value)
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled between the check and the set
 
         with self._lock:
             data = self._ready.get(object_id)

@@ -193,6 +193,8 @@ def _validated_resources(
         totals["CPU" if name == "num_cpus" else "GPU"] = value
     if totals["GPU"] != int(totals["GPU"]):
         raise ValueError(f"init(num_gpus={num_gpus!r}): the number of GPUs must be whole")
+    if resources is not None and not isinstance(resources, dict):
+        raise TypeError(f"init(resources={resources!r}): expected a dict of resource name -> amount")
     for name, amount in (resources or {}).items():
         if name in _RESERVED_RESOURCES:
             keyword = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(name, name)

@@ -6,7 +6,8 @@ Tests that need their own configuration call ``actorkit.init`` themselves under
 ``shutdown_only``.
 
 Every test is checked for leaks: when no node is running after a test, no
-process named ``actorkit:*`` and no ``/dev/shm/actorkit-*`` segment may remain.
+process named ``actorkit:*`` and no ``/dev/shm/actorkit-*`` segment that was
+not there before the test may remain.
 """
 
 from __future__ import annotations
@@ -43,30 +44,38 @@ def actorkit_segments() -> list[str]:
         return []
 
 
-def assert_no_leaks() -> None:
+def assert_no_leaks(before: tuple[set, set] = (set(), set())) -> None:
     """Fail if actorkit processes or shared-memory segments outlive shutdown.
 
     ``shutdown()`` returns only after every process it started has exited, so
-    there is nothing to wait for here.
+    there is nothing to wait for here.  ``before`` holds what existed before
+    the test (another program's nodes on this machine are not our leaks).
     """
-    procs, segments = actorkit_processes(), actorkit_segments()
+    procs = [p for p in actorkit_processes() if p not in before[0]]
+    segments = [s for s in actorkit_segments() if s not in before[1]]
     assert not procs, f"processes left behind: {procs}"
     assert not segments, f"shared-memory segments left behind: {segments}"
 
 
+def _snapshot() -> tuple[set, set]:
+    return set(actorkit_processes()), set(actorkit_segments())
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks_after_test():
+    before = _snapshot()
     yield
     if not actorkit.is_initialized():
-        assert_no_leaks()
+        assert_no_leaks(before)
 
 
 @pytest.fixture(scope="module")
 def _shared_node():
+    before = _snapshot()
     actorkit.init(num_cpus=4)
     yield
     actorkit.shutdown()
-    assert_no_leaks()
+    assert_no_leaks(before)
 
 
 @pytest.fixture
