@@ -18,6 +18,7 @@ from .actor import ActorClass, ActorHandle, method
 from .api import (
     RuntimeContext,
     available_resources,
+    cancel,
     cluster_resources,
     get,
     get_actor,
@@ -40,6 +41,7 @@ __all__ = [
     "ObjectRef",
     "RuntimeContext",
     "available_resources",
+    "cancel",
     "cluster_resources",
     "exceptions",
     "get",

@@ -148,6 +148,20 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     return ActorHandle(actor_id, class_name, methods, client.own_actor(actor_id))
 
 
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``object_ref``; ``get()`` of it then raises TaskCancelledError.
+
+    A queued task never runs.  A running one gets KeyboardInterrupt raised in it
+    (even inside ``time.sleep``); ``force=True`` kills its worker instead.  With
+    ``recursive=True`` the tasks it submitted are cancelled too.  A queued actor
+    call is dropped; a running async actor call is cancelled; a finished task is
+    left alone.
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
+    runtime.current_client().request("cancel", object_ref.task_id(), bool(force), bool(recursive))
+
+
 def get_gpu_ids() -> list[int]:
     """The ids of the GPUs this task or actor holds (``CUDA_VISIBLE_DEVICES``)."""
     executor = runtime.current_executor()

@@ -75,6 +75,7 @@ class Client:
         worker_id: int | None = None,
         namespace: str | None = None,
         on_message: Callable[[tuple[Any, ...]], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.job_id = job_id
@@ -82,6 +83,8 @@ class Client:
         self.worker_id = worker_id
         self._channel = channel
         self._on_message = on_message  # the role's handler for non-object messages
+        self._on_lost = on_lost  # called once if the node goes away (not on close())
+        self._pid = os.getpid()
         # Re-entrant: output forwarding may send from inside a send (a finalizer that prints).
         self._send_lock = threading.RLock()
         self._lock = threading.RLock()
@@ -142,6 +145,10 @@ class Client:
                 raise self._failure from e  # type: ignore[misc]
 
     def _check_open(self) -> None:
+        if os.getpid() != self._pid:
+            from .runtime import forked_error
+
+            raise forked_error(self._pid)
         if self.closed:
             raise RuntimeError("actorkit was shut down; call actorkit.init() to start again")
         if self._failure is not None:
@@ -169,7 +176,7 @@ class Client:
 
     def release_ref(self, object_id: bytes) -> None:
         # Called from ObjectRef.__del__: SimpleQueue.put is safe there.
-        if not self.closed:
+        if not self.closed and os.getpid() == self._pid:
             self._releases.put(object_id)
 
     def _drain_releases_locked(self) -> list[bytes]:
@@ -279,8 +286,8 @@ class Client:
         for pending in callbacks.values():
             for callback in pending:
                 callback(None)  # type: ignore[arg-type]
-        if self._on_message is not None:
-            self._on_message((P.EXIT,))
+        if self._on_lost is not None and not self.closed:
+            self._on_lost()
 
     # -------------------------------------------------------------- objects
 

@@ -58,7 +58,10 @@ class ObjectEntry:
 class TaskRecord:
     """A task, an actor's creation (``spec.method == "__init__"``) or an actor method call."""
 
-    __slots__ = ("spec", "owner", "demand", "seq", "unresolved", "worker", "allocation", "retries_left")
+    __slots__ = (
+        "spec", "owner", "demand", "seq", "unresolved", "worker", "allocation", "retries_left",
+        "parent", "cancelled", "done",
+    )
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
         self.spec = spec
@@ -69,6 +72,9 @@ class TaskRecord:
         self.worker: WorkerState | None = None
         self.allocation: Allocation | None = None
         self.retries_left = spec.max_retries
+        self.parent: bytes | None = None  # the task that submitted this one, if any
+        self.cancelled = False
+        self.done = False
 
     def __repr__(self) -> str:
         return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
@@ -149,6 +155,8 @@ class Node:
         self.drivers: dict[bytes, ClientState] = {}
         self.workers: dict[int, WorkerState] = {}
         self.running: dict[bytes, TaskRecord] = {}
+        self.pending: dict[bytes, TaskRecord] = {}  # every task not finished yet, by id
+        self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
         self.actors: dict[bytes, ActorState] = {}
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
@@ -192,6 +200,7 @@ class Node:
             "create_actor": self._request_create_actor,
             "get_actor": self._request_get_actor,
             "kill": self._request_kill,
+            "cancel": self._request_cancel,
         }
 
     def __repr__(self) -> str:
@@ -436,6 +445,11 @@ class Node:
             self.functions.setdefault(spec.function_id, spec.function_bytes)
             spec = spec._replace(function_bytes=None)
         task = TaskRecord(spec, client, next(self._seq))
+        self.pending[spec.task_id] = task
+        submitter = client.worker
+        if submitter is not None and submitter.task is not None and submitter.actor is None:
+            task.parent = submitter.task.spec.task_id
+            self.children.setdefault(task.parent, []).append(spec.task_id)
         for object_id in spec.return_ids():
             entry = self.objects[object_id] = ObjectEntry()
             entry.refcount = 1
@@ -463,6 +477,8 @@ class Node:
         return task
 
     def _make_ready(self, task: TaskRecord) -> None:
+        if task.done:
+            return  # cancelled while it waited for its arguments
         if task.spec.actor_id is not None and task.spec.method != "__init__":
             self._pump_actor(self.actors.get(task.spec.actor_id))
             return
@@ -562,7 +578,7 @@ class Node:
                 release_payload(payload)
             return
         self._release_allocation(task)
-        if retryable and task.retries_left:
+        if retryable and task.retries_left and not task.cancelled:
             task.retries_left -= 1
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
@@ -580,7 +596,21 @@ class Node:
         task.worker = None
 
     def _finish(self, task: TaskRecord, payloads: list[Payload], pinned_deps: bool = True) -> None:
+        if task.done:
+            for payload in payloads:
+                release_payload(payload)
+            return
+        task.done = True
         spec = task.spec
+        self.pending.pop(spec.task_id, None)
+        if task.parent is not None:
+            siblings = self.children.get(task.parent)
+            if siblings is not None and spec.task_id in siblings:
+                siblings.remove(spec.task_id)
+                if not siblings:
+                    del self.children[task.parent]
+        if task.cancelled and (not payloads or payloads[0].is_error):
+            payloads = [self._cancelled_payload(task)] * spec.num_returns
         for object_id, payload in zip(spec.return_ids(), payloads):
             self._set_object(object_id, payload)
         if pinned_deps:
@@ -619,7 +649,7 @@ class Node:
             return
         self.running.pop(task.spec.task_id, None)
         self._release_allocation(task)
-        if task.retries_left:
+        if task.retries_left and not task.cancelled:
             task.retries_left -= 1
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
@@ -831,6 +861,43 @@ class Node:
         else:
             self._send(client, (P.REPLY, request_id, True, result))
 
+    def _cancelled_payload(self, task: TaskRecord) -> Payload:
+        from .exceptions import TaskCancelledError
+
+        return self._error_payload(TaskCancelledError(f"task {task.spec.name} ({task.spec.task_id.hex()}) was cancelled"))
+
+    def _request_cancel(self, client: ClientState, task_id: bytes, force: bool, recursive: bool) -> None:
+        task = self.pending.get(task_id)
+        if task is None:
+            return  # finished already: nothing to do, as in Ray
+        if force and task.spec.actor_id is not None:
+            raise ValueError("force=True is not supported for actor tasks; use kill() to stop an actor")
+        if recursive:
+            for child in list(self.children.get(task_id, ())):
+                self._request_cancel(client, child, force, recursive)
+        self._cancel(task, force)
+
+    def _cancel(self, task: TaskRecord, force: bool) -> None:
+        task.cancelled = True
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id) if spec.actor_id is not None else None
+        if actor is not None:
+            if task in actor.queue:
+                actor.queue.remove(task)
+                self._finish(task, [])
+            elif spec.task_id in actor.inflight and actor.worker is not None and actor.worker.client is not None:
+                self._send(actor.worker.client, (P.CANCEL, spec.task_id))
+            return
+        worker = task.worker
+        if worker is None:
+            # Queued (ready, or waiting for its arguments): it will never run.
+            self.ready.remove(task)
+            self._finish(task, [])
+        elif force:
+            worker.process.kill()  # its exit reports the task as cancelled, not retried
+        elif worker.client is not None:
+            self._send(worker.client, (P.CANCEL, spec.task_id))
+
     def _holding(self, client: ClientState, actor: ActorState) -> tuple[bytes, str, dict[str, int]]:
         """Count ``client`` as holding a handle to ``actor``; describe the handle."""
         actor_id = actor.spec.actor_id
@@ -910,10 +977,12 @@ class Node:
     def _cleanup(self) -> None:
         workers = list(self.workers.values())
         for worker in workers:
-            if worker.client is not None and not worker.client.closed:
+            idle = worker.task is None and worker.actor is None
+            if idle and worker.client is not None and not worker.client.closed:
                 self._send(worker.client, (P.EXIT,))
             else:
-                worker.process.terminate()  # still booting: it holds nothing yet
+                # Booting, running a task, or an actor: stopped at once, as Ray does.
+                worker.process.terminate()
         self._flush()
         _join_all([w.process for w in workers], timeout=2.0)
         try:

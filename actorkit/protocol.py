@@ -23,7 +23,8 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 _HEADER = struct.Struct("!I")
-MAX_FRAME = 1 << 30  # larger values never travel inline: they go to shared memory
+MAX_FRAME = 1 << 30
+_READ_CHUNK = 1 << 16  # below malloc's mmap threshold: reused, not mapped per read  # larger values never travel inline: they go to shared memory
 
 # Client -> node
 HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace)
@@ -50,6 +51,7 @@ PRINT = 22  # (PRINT, task_name, pid, is_stderr, [line, ...]) forwarded worker o
 EXIT = 23  # (EXIT,) the worker should exit
 BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: payload}, gpu_ids)
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
+CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
 
 
 class ChannelClosed(ConnectionError):
@@ -81,7 +83,8 @@ class Channel:
         sock.setblocking(True)
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._header = bytearray(_HEADER.size)
+        # Buffered: one recv() syscall usually brings several frames.
+        self._reader = sock.makefile("rb", buffering=_READ_CHUNK)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -93,18 +96,14 @@ class Channel:
 
     def recv(self) -> list[tuple[Any, ...]]:
         """Block for the next frame (called by one thread only)."""
-        self._recv_exact_into(memoryview(self._header))
-        (size,) = _HEADER.unpack(self._header)
-        body = bytearray(size)
-        self._recv_exact_into(memoryview(body))
+        header = self._reader.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise ChannelClosed("the node closed the connection")
+        (size,) = _HEADER.unpack(header)
+        body = self._reader.read(size)
+        if len(body) < size:
+            raise ChannelClosed("the node closed the connection")
         return pickle.loads(body)
-
-    def _recv_exact_into(self, view: memoryview) -> None:
-        while view.nbytes:
-            n = self._sock.recv_into(view)
-            if n == 0:
-                raise ChannelClosed("the node closed the connection")
-            view = view[n:]
 
     def close(self) -> None:
         try:
@@ -112,6 +111,10 @@ class Channel:
         except OSError:
             pass
         self._sock.close()
+        try:
+            self._reader.close()
+        except (OSError, ValueError):
+            pass  # another thread may be inside read(); shutdown() has woken it
 
 
 class NodeConn:
@@ -126,6 +129,7 @@ class NodeConn:
         sock.setblocking(False)
         self.sock = sock
         self._inbuf = bytearray()
+        self._chunk = bytearray(_READ_CHUNK)
         self._outbox: list[tuple[Any, ...]] = []
         self._unsent: deque[memoryview] = deque()
 
@@ -135,15 +139,16 @@ class NodeConn:
     def feed(self) -> list[tuple[Any, ...]]:
         """Read available bytes; return complete messages. Raises ChannelClosed at EOF."""
         try:
-            chunk = self.sock.recv(1 << 20)
+            n = self.sock.recv_into(self._chunk)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError as e:
             raise ChannelClosed(str(e)) from e
-        if not chunk:
+        if not n:
             raise ChannelClosed("client closed the connection")
         buf = self._inbuf
-        buf += chunk
+        with memoryview(self._chunk) as chunk:
+            buf += chunk[:n]
         messages: list[tuple[Any, ...]] = []
         pos = 0
         while len(buf) - pos >= _HEADER.size:

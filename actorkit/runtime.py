@@ -79,11 +79,38 @@ class Driver:
 
 
 def client_if_connected() -> Client | None:
-    return _client
+    return _client if _forked_from is None else None
+
+
+# A process forked from a driver or worker shares its sockets: using them
+# would interleave bytes with the parent's. The child gets a clear error instead.
+_forked_from: int | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from
+    if _client is not None and _forked_from is None:
+        _forked_from = _client._pid
+
+
+def forked_error(parent_pid: int) -> RuntimeError:
+    return RuntimeError(
+        f"actorkit cannot be used in a process forked from pid {parent_pid}, which is connected "
+        f"to an actorkit node: the forked process shares that connection and would corrupt it. "
+        f"Start processes with the spawn method (multiprocessing.get_context('spawn'), or "
+        f"ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn'))), or use actorkit "
+        f"tasks and actors instead of forking."
+    )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current_client() -> Client:
     """This process's client; a driver that never called ``init()`` calls it now."""
+    if _forked_from is not None:
+        raise forked_error(_forked_from)
     client = _client
     if client is not None and not client.closed:
         return client
@@ -124,7 +151,7 @@ def namespace() -> str:
 
 def is_initialized() -> bool:
     """Whether this process is connected to a node (a driver after ``init()``, or a worker)."""
-    return _client is not None and not _client.closed
+    return _forked_from is None and _client is not None and not _client.closed
 
 
 def init(
@@ -241,6 +268,7 @@ def _start_local_node(
 
     root = os.path.join(temp_dir or tempfile.gettempdir(), f"actorkit-{os.getuid()}")
     os.makedirs(root, mode=0o700, exist_ok=True)
+    _remove_dead_sessions(root)
     session = os.urandom(4).hex()
     session_dir = tempfile.mkdtemp(prefix=f"session-{session}-", dir=root)
     authkey = os.urandom(32)
@@ -262,6 +290,8 @@ def _start_local_node(
     )
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
+    with open(os.path.join(session_dir, "pids"), "w") as f:
+        f.write(f"{os.getpid()} {manager._process.pid}\n")  # type: ignore[attr-defined]
     try:
         printer = LogPrinter() if log_to_driver else None
         job_id = os.urandom(4)
@@ -290,6 +320,35 @@ def _start_local_node(
     return driver, client
 
 
+def _remove_dead_sessions(root: str) -> None:
+    """Remove what sessions whose driver and node were both killed left behind."""
+    from . import shm
+
+    for entry in os.listdir(root):
+        if not entry.startswith("session-"):
+            continue
+        path = os.path.join(root, entry)
+        try:
+            with open(os.path.join(path, "pids")) as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue  # starting right now, or not ours
+        if any(_alive(pid) for pid in pids):
+            continue
+        shm.unlink_session(entry.split("-")[1])
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _driver_message_handler(printer: LogPrinter | None) -> Any:
     from . import protocol as P
 
@@ -308,6 +367,8 @@ def shutdown() -> None:
         if driver is None:
             return
         _driver = _client = None
+        if _forked_from is not None:
+            return  # the node belongs to the parent process: leave it alone
         if driver.owns_node:
             try:
                 driver.control.stop()

@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -79,6 +80,8 @@ class TaskExecutor:
         self.instance: Any = None
         self.serial_actor = False
         self.self_calls: set[bytes] = set()  # results of calls this serial actor made to itself
+        self.cancelled: set[bytes] = set()  # tasks to interrupt, or to skip if not started
+        self.cancel_async: Any = None  # an async actor's way to cancel a running call
 
     @property
     def task_name(self) -> str:
@@ -109,9 +112,35 @@ class TaskExecutor:
             _restore_environment(saved_env)
             self.current = None
 
+    def cancel(self, task_id: bytes) -> None:
+        """Called by the receiver thread when the node cancels ``task_id``."""
+        self.cancelled.add(task_id)
+        current = self.current
+        if self.actor_id is None and current is not None and current.task_id == task_id:
+            # A real signal, so that blocking calls such as time.sleep() are interrupted too.
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+        elif self.cancel_async is not None:
+            self.cancel_async(task_id)
+
+    def on_sigint(self, _signum: int, _frame: Any) -> None:
+        """SIGINT interrupts only a task being cancelled (Ctrl-C in a terminal reaches workers too)."""
+        current = self.current
+        if current is not None and current.task_id in self.cancelled:
+            self.cancelled.discard(current.task_id)
+            raise KeyboardInterrupt(f"task {current.name} was cancelled")
+
+    def _skip_cancelled(self, spec: TaskSpec) -> bool:
+        if spec.task_id not in self.cancelled:
+            return False
+        self.cancelled.discard(spec.task_id)
+        self._report_error(spec, KeyboardInterrupt(f"task {spec.name} was cancelled before it started"))
+        return True
+
     def _call(self, message: tuple[Any, ...]) -> None:
         """Run a call and send its result: tasks, serial and threaded actor calls."""
         spec = message[1]
+        if self._skip_cancelled(spec):
+            return
         try:
             function, args, kwargs = self._prepare(message)
             result = function(*args, **kwargs)
@@ -123,6 +152,8 @@ class TaskExecutor:
     async def call_async(self, message: tuple[Any, ...]) -> None:
         """Run an async actor's call on its event loop."""
         spec = message[1]
+        if self._skip_cancelled(spec):
+            return
         try:
             function, args, kwargs = self._prepare(message)
             result = function(*args, **kwargs)
@@ -302,17 +333,31 @@ def main(args: WorkerArgs) -> None:
     def on_message(message: tuple[Any, ...]) -> None:
         if message[0] == P.EXIT:
             inbox.put(None)
+        elif message[0] == P.CANCEL:
+            executor.cancel(message[1])
         elif message[0] != P.PRINT:
             inbox.put(message)
+
+    def on_lost() -> None:
+        # The node is gone: no result can be delivered any more, so do not
+        # finish the running task. Exit now rather than linger as an orphan.
+        os._exit(1)
 
     try:
         channel = P.Channel(P.connect(args.address, args.authkey))
     except OSError:
         return  # the node stopped while this worker was starting: nothing to do
     client = Client(
-        channel, session=args.session, job_id=b"", role="worker", worker_id=args.worker_id, on_message=on_message
+        channel,
+        session=args.session,
+        job_id=b"",
+        role="worker",
+        worker_id=args.worker_id,
+        on_message=on_message,
+        on_lost=on_lost,
     )
     executor = TaskExecutor(client, args.node_id)
+    signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor, os.path.join(os.path.dirname(args.address), "node.sock"), args.authkey)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
     sys.stderr = _ForwardedStream(executor, is_stderr=True)
@@ -367,7 +412,14 @@ def _serve_async_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], ma
                     return
 
         threading.Thread(target=pump, name="actorkit-mailbox", daemon=True).start()
-        running: set[asyncio.Task[None]] = set()
+        running: dict[bytes, asyncio.Task[None]] = {}
+
+        def cancel(task_id: bytes) -> None:
+            task = running.get(task_id)
+            if task is not None:
+                task.cancel()
+
+        executor.cancel_async = lambda task_id: loop.call_soon_threadsafe(cancel, task_id)
 
         async def run_one(message: tuple[Any, ...]) -> None:
             try:
@@ -377,8 +429,8 @@ def _serve_async_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], ma
 
         while (message := await calls.get()) is not None:
             await slots.acquire()
-            task = loop.create_task(run_one(message))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            task_id = message[1].task_id
+            task = running[task_id] = loop.create_task(run_one(message))
+            task.add_done_callback(lambda _t, task_id=task_id: running.pop(task_id, None))
 
     asyncio.run(serve())
