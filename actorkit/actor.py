@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import runtime
 from .object_ref import ObjectRef
@@ -145,7 +145,7 @@ class ActorClass:
 
         client = runtime.current_client()
         options = self._options
-        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        arguments = encode_arguments(args, kwargs, client)
         explicit_cpus = options.get("num_cpus") is not None
         held = resource_demand(options, default_cpus=0)
         placement = held if explicit_cpus else {**held, "CPU": held.get("CPU", 0) or 1}
@@ -156,8 +156,8 @@ class ActorClass:
             class_name=self.__qualname__,
             function_id=self._export.function_id,
             function_bytes=function_bytes_to_send(client, self._export, self._cls),
-            args=args_payload,
-            deps=deps,
+            args=arguments.payload,
+            deps=arguments.deps,
             placement=placement,
             resources=held,
             max_restarts=options.get("max_restarts", 0),
@@ -184,18 +184,30 @@ def _rebuild_class(cls: type, options: dict[str, Any], function_id: bytes) -> Ac
     return ActorClass(cls, options, _Export(function_id))
 
 
+class _Target(NamedTuple):
+    """What a handle and its methods share: the actor, and the ref that keeps it alive.
+
+    Methods hold this rather than the handle, so that dropping a handle frees
+    it at once (no reference cycle waiting for the garbage collector).
+    """
+
+    actor_id: bytes
+    class_name: str
+    ref: ObjectRef | None
+
+
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_handle", "_name", "_num_returns")
+    __slots__ = ("_target", "_name", "_num_returns")
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
-        self._handle = handle
+    def __init__(self, target: _Target, name: str, num_returns: int) -> None:
+        self._target = target
         self._name = name
         self._num_returns = num_returns
 
     def __repr__(self) -> str:
-        return f"<ActorMethod {self._handle._class_name}.{self._name}>"
+        return f"<ActorMethod {self._target.class_name}.{self._name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -208,35 +220,35 @@ class ActorMethod:
         n = self._num_returns if num_returns is None else num_returns
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{self._name}.options(num_returns={n!r}) must be an int >= 0")
-        return ActorMethod(self._handle, self._name, n)
+        return ActorMethod(self._target, self._name, n)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from . import protocol as P
         from .remote_function import encode_arguments
         from .task_spec import TaskSpec
 
-        handle = self._handle
-        client = runtime.current_client()
-        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        target = self._target
+        client = runtime.client_for(target.ref, f"actor {target.class_name}")
+        arguments = encode_arguments(args, kwargs, client)
         spec = TaskSpec(
             task_id=client.new_task_id(),
             job_id=runtime.current_job_id(),
-            name=f"{handle._class_name}.{self._name}",
+            name=f"{target.class_name}.{self._name}",
             function_id=b"",
             function_bytes=None,
-            args=args_payload,
-            deps=deps,
+            args=arguments.payload,
+            deps=arguments.deps,
             num_returns=self._num_returns,
             resources={},
             max_retries=0,
             retry_exceptions=False,
             runtime_env=None,
-            actor_id=handle._actor_id,
+            actor_id=target.actor_id,
             method=self._name,
         )
         refs = client.submit(spec, P.ACTOR_CALL)
         executor = runtime.current_executor()
-        if executor is not None and executor.serial_actor and executor.actor_id == handle._actor_id:
+        if executor is not None and executor.serial_actor and executor.actor_id == target.actor_id:
             executor.self_calls.update(r._id for r in refs)
         if self._num_returns == 1:
             return refs[0]
@@ -250,9 +262,9 @@ class ActorHandle:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
-        self._ref = ref  # keeps the actor alive while this handle exists
+        target = _Target(actor_id, class_name, ref)  # its ref keeps the actor alive
         for name, num_returns in methods.items():
-            self.__dict__[name] = ActorMethod(self, name, num_returns)
+            self.__dict__[name] = ActorMethod(target, name, num_returns)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -52,14 +52,18 @@ def get(object_refs: ObjectRef | list[ObjectRef], *, timeout: float | None = Non
     (as ``TaskError``, also an instance of the original class) if it failed.
     """
     timeout = _check_timeout(timeout, "get()")
-    client = runtime.current_client()
     if isinstance(object_refs, ObjectRef):
+        client = runtime.client_for(object_refs, repr(object_refs))
         _check_not_waiting_on_self([object_refs])
         return client.get([object_refs], timeout)[0]
     if isinstance(object_refs, list):
         for ref in object_refs:
             if not isinstance(ref, ObjectRef):
                 raise TypeError(f"get() expects a list of ObjectRefs, but the list holds {ref!r}")
+        client = runtime.current_client()
+        for ref in object_refs:
+            if ref._client is not client:
+                runtime.client_for(ref, repr(ref))  # raises for a ref of an ended session
         _check_not_waiting_on_self(object_refs)
         return client.get(object_refs, timeout)
     raise TypeError(

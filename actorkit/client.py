@@ -74,10 +74,12 @@ class Client:
         role: str,
         worker_id: int | None = None,
         namespace: str | None = None,
+        store_capacity: int = 1 << 62,
         on_message: Callable[[tuple[Any, ...]], None] | None = None,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
+        self.store_capacity = store_capacity
         self.job_id = job_id
         self.role = role
         self.worker_id = worker_id
@@ -161,12 +163,20 @@ class Client:
 
     def adopt_ref(self, object_id: bytes) -> ObjectRef:
         """A ref met while unpickling: count it, telling the node if it is new here."""
+        self._count_ref(object_id)
+        return ObjectRef(object_id, self)
+
+    def _count_ref(self, object_id: bytes) -> None:
         with self._lock:
             n = self._local_refs.get(object_id, 0)
             self._local_refs[object_id] = n + 1
             if n == 0:
                 self._addrefs.append(object_id)
-        return ObjectRef(object_id, self)
+
+    def _pin_view(self, object_id: bytes) -> Callable[[], None]:
+        """A value viewing the object's shared memory holds it like a ref (as in Ray)."""
+        self._count_ref(object_id)
+        return lambda: self.release_ref(object_id)
 
     def _own_ref(self, object_id: bytes) -> ObjectRef:
         """A ref the node already counts as held by this process (put, submit)."""
@@ -292,8 +302,42 @@ class Client:
     # -------------------------------------------------------------- objects
 
     def put(self, value: Any) -> ObjectRef:
+        from .serialization import serialize
+
+        return self.put_serialized(serialize(value))
+
+    def encode(self, value: Any, is_error: bool = False) -> Payload:
+        """A payload for ``value``, its large parts in (recycled) shared memory."""
+        from .serialization import serialize
+
+        return payload_codec.from_serialized(serialize(value), self.session, is_error, self.allocate)
+
+    def allocate(self, size: int) -> tuple[str, mmap.mmap]:
+        """A writable segment for an object of ``size`` bytes: recycled if the node has one."""
+        from . import shm
+        from .object_store import POOL_MIN_SIZE
+
+        if size > self.store_capacity:
+            raise ValueError(
+                f"cannot store an object of {size:,} bytes: the object store holds "
+                f"{self.store_capacity:,} bytes. Start with a larger init(object_store_memory=...), "
+                f"or split the object."
+            )
+        if size >= POOL_MIN_SIZE:
+            recycled = self.request("alloc", size)
+            if recycled is not None:
+                name, _capacity = recycled
+                return name, shm.open_writable(name, size)
+            if size > shm.free_bytes():
+                raise ValueError(
+                    f"cannot store an object of {size:,} bytes: only {shm.free_bytes():,} bytes "
+                    f"are free in {shm.SHM_DIR}. Free memory, or split the object."
+                )
+        return shm.create(self.session, size)
+
+    def put_serialized(self, serialized: Any) -> ObjectRef:
         object_id = self.new_task_id() + b"\0\0\0\0"
-        data = payload_codec.encode(value, self.session)
+        data = payload_codec.from_serialized(serialized, self.session, allocate=self.allocate)
         with self._lock:
             self._ready[object_id] = data
         ref = self._own_ref(object_id)
@@ -382,16 +426,33 @@ class Client:
     def _value(self, object_id: bytes) -> Any:
         with self._lock:
             data = self._ready[object_id]
+        try:
+            value = self.decode_object(object_id, data)
+        except FileNotFoundError:
+            # The node spilled the object to disk since this process cached its
+            # payload: ask again, the node restores it.
+            with self._lock:
+                self._ready.pop(object_id, None)
+                self._mappings.pop(object_id, None)
+                self._subscribed.discard(object_id)
+            self.wait_ready([object_id], 1, None)
+            return self._value(object_id)
+        if data.is_error:
+            raise value
+        return value
+
+    def decode_object(self, object_id: bytes, data: Payload) -> Any:
+        """The value of an object; arrays in it view its shared memory and pin it."""
+        if data.segment is None:
+            return payload_codec.decode(data)
+        with self._lock:
             mapping = self._mappings.get(object_id)
-            if data.segment is not None and mapping is None:
+            if mapping is None:
                 # One mapping per object and process: every get() of it shares the memory.
                 from . import shm
 
                 mapping = self._mappings[object_id] = shm.attach(data.segment, data.segment_size)
-        value = payload_codec.decode(data, mapping)
-        if data.is_error:
-            raise value
-        return value
+        return payload_codec.decode(data, mapping, pin=lambda: self._pin_view(object_id))
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -405,7 +466,7 @@ class Client:
                     fut.set_exception(self._failure or ObjectLostError(f"{ref!r} was lost"))
                     return
                 try:
-                    value = payload_codec.decode(data)
+                    value = self.decode_object(object_id, data)
                 except BaseException as e:
                     fut.set_exception(e)
                     return

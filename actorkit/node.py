@@ -40,7 +40,8 @@ from . import protocol as P
 from . import shm
 from .exceptions import ObjectLostError, WorkerCrashedError
 from .node_process import NodeConfig, spawn_worker
-from .payload import Payload, release_payload
+from .object_store import ObjectStore
+from .payload import Payload
 from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of
 from .task_spec import ActorSpec, TaskSpec
 
@@ -150,6 +151,7 @@ class Node:
     def __init__(self, config: NodeConfig, listener: Listener, workers: list[tuple[int, Any]]) -> None:
         self.config = config
         self.ledger = ResourceLedger(config.resources)
+        self.store = ObjectStore(config.session, config.object_store_memory, os.path.join(config.session_dir, "spill"))
         self.objects: dict[bytes, ObjectEntry] = {}
         self.functions: dict[bytes, bytes] = {}
         self.drivers: dict[bytes, ClientState] = {}
@@ -201,6 +203,7 @@ class Node:
             "get_actor": self._request_get_actor,
             "kill": self._request_kill,
             "cancel": self._request_cancel,
+            "alloc": lambda _client, size: self.store.allocate(size),
         }
 
     def __repr__(self) -> str:
@@ -361,9 +364,10 @@ class Node:
         entry = self.objects.get(object_id)
         if entry is None or entry.payload is not None:
             # Nobody holds a ref any more (or a retried task ran twice): drop it.
-            release_payload(payload)
+            self.store.release_unowned(payload)
             return
         entry.payload = payload
+        self.store.add(object_id, payload)
         for contained in payload.contained:
             self._incref(contained)
         if entry.subscribers:
@@ -386,7 +390,7 @@ class Node:
                 )
                 self._send(client, (P.READY, object_id, self._error_payload(lost)))
             elif entry.payload is not None:
-                self._send(client, (P.READY, object_id, entry.payload))
+                self._send(client, (P.READY, object_id, self._payload_of(object_id, entry)))
             elif entry.subscribers is None:
                 entry.subscribers = [client]
             else:
@@ -426,8 +430,34 @@ class Node:
             if freed_id in self.actors:
                 self._actor_out_of_scope(self.actors[freed_id])
             if entry.payload is not None:
-                release_payload(entry.payload)
+                self.store.remove(freed_id, entry.payload)
                 pending.extend(entry.payload.contained)
+
+    def _payload_of(self, object_id: bytes, entry: ObjectEntry) -> Payload:
+        """The payload to send out, restoring the object from disk if it was spilled."""
+        payload = entry.payload
+        assert payload is not None
+        if self.store.is_spilled(object_id):
+            payload = entry.payload = self.store.restore(object_id, payload)
+            self.store.make_room(protect={object_id})
+        else:
+            self.store.touch(object_id)
+        return payload
+
+    def _deps_of(self, spec: Any) -> dict[bytes, Payload]:
+        deps = {}
+        restored = False
+        for object_id in spec.deps:
+            entry = self.objects[object_id]
+            if self.store.is_spilled(object_id):
+                entry.payload = self.store.restore(object_id, entry.payload)  # type: ignore[arg-type]
+                restored = True
+            else:
+                self.store.touch(object_id)
+            deps[object_id] = entry.payload
+        if restored:
+            self.store.make_room(protect=set(spec.deps))
+        return deps
 
     def _error_payload(self, error: BaseException) -> Payload:
         from .payload import encode  # pickling machinery, loaded only when needed
@@ -552,7 +582,7 @@ class Node:
         if spec.function_id not in worker.loaded:
             function_bytes = self.functions[spec.function_id]
             worker.loaded.add(spec.function_id)
-        deps = {object_id: self.objects[object_id].payload for object_id in spec.deps}
+        deps = self._deps_of(spec)
         assert worker.client is not None
         if spec.method == "__init__":
             actor = self.actors[spec.actor_id]  # type: ignore[index]
@@ -575,7 +605,7 @@ class Node:
             worker.blocked = False
         if task is None:
             for payload in payloads:
-                release_payload(payload)
+                self.store.release_unowned(payload)
             return
         self._release_allocation(task)
         if retryable and task.retries_left and not task.cancelled:
@@ -583,7 +613,7 @@ class Node:
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
             for payload in payloads:
-                release_payload(payload)
+                self.store.release_unowned(payload)
         else:
             self.stats["tasks_finished"] += 1
             self._finish(task, payloads)
@@ -598,7 +628,7 @@ class Node:
     def _finish(self, task: TaskRecord, payloads: list[Payload], pinned_deps: bool = True) -> None:
         if task.done:
             for payload in payloads:
-                release_payload(payload)
+                self.store.release_unowned(payload)
             return
         task.done = True
         spec = task.spec
@@ -618,7 +648,7 @@ class Node:
                 self._decref(object_id)
         for object_id in spec.args.contained:
             self._decref(object_id)
-        release_payload(spec.args)  # large arguments had a segment of their own
+        self.store.release_unowned(spec.args)  # large arguments had a segment of their own
 
     def _on_blocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
@@ -757,7 +787,7 @@ class Node:
         while queue and queue[0].unresolved == 0:
             task = queue.popleft()
             spec = task.spec
-            deps = {object_id: self.objects[object_id].payload for object_id in spec.deps}
+            deps = self._deps_of(spec)
             failed = next((p for p in deps.values() if p is not None and p.is_error), None)
             if failed is not None:
                 self._finish(task, [failed] * spec.num_returns)
@@ -769,7 +799,7 @@ class Node:
         task = actor.inflight.pop(task_id, None)
         if task is None:
             for payload in payloads:
-                release_payload(payload)
+                self.store.release_unowned(payload)
             return
         self.stats["tasks_finished"] += 1
         self._finish(task, payloads)
@@ -989,6 +1019,7 @@ class Node:
             self._listener.close()
         except OSError:
             pass
+        self.store.clear()
         shm.unlink_session(self.config.session)
         self._stopped.set()
         if not self._stop_requested:
@@ -1047,7 +1078,15 @@ class NodeControl:
 
     def stats(self) -> dict[str, Any]:
         node = self._node
-        return node.call(lambda: dict(node.stats, workers=len(node.workers), objects=len(node.objects)))
+        return node.call(
+            lambda: dict(
+                node.stats,
+                **node.store.stats,
+                workers=len(node.workers),
+                objects=len(node.objects),
+                store_used=node.store.used,
+            )
+        )
 
     def stop(self) -> None:
         self._node.stop(requested=True)

@@ -82,14 +82,14 @@ def spawn_worker(config: NodeConfig, worker_id: int) -> Any:
     """Start a worker process (spawn context) for this node."""
     process = _spawn.Process(
         target=_run_worker,
-        args=(config.data_address, config.authkey, config.session, worker_id, config.node_id),
+        args=(config.data_address, config.authkey, config.session, worker_id, config.node_id, config.object_store_memory),
         name=f"actorkit-worker-{worker_id}",
     )
     process.start()
     return process
 
 
-def _run_worker(address: str, authkey: bytes, session: str, worker_id: int, node_id: str) -> None:
+def _run_worker(*args: Any) -> None:
     from .worker import WorkerArgs, main
 
-    main(WorkerArgs(address, authkey, session, worker_id, node_id))
+    main(WorkerArgs(*args))

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import mmap
 import pickle
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import shm
+
+if TYPE_CHECKING:
+    from .serialization import Serialized
 
 _ALIGN = 64  # numpy and SIMD code like their data aligned
 
@@ -34,9 +38,31 @@ class Payload(NamedTuple):
 
 def encode(value: Any, session: str, is_error: bool = False) -> Payload:
     """Serialize ``value``, writing its large parts into a new shared-memory segment."""
-    from .serialization import OUT_OF_BAND_THRESHOLD, serialize
+    from .serialization import serialize
 
-    s = serialize(value)
+    return from_serialized(serialize(value), session, is_error)
+
+
+def needs_segment(s: Serialized) -> bool:
+    """Whether a serialized value is too large to travel inline."""
+    from .serialization import OUT_OF_BAND_THRESHOLD
+
+    return bool(s.buffers) or len(s.data) >= OUT_OF_BAND_THRESHOLD
+
+
+Allocator = Callable[[int], "tuple[str, mmap.mmap]"]
+
+
+def from_serialized(
+    s: Serialized, session: str, is_error: bool = False, allocate: Allocator | None = None
+) -> Payload:
+    """A payload for an already serialized value (see ``encode``).
+
+    ``allocate(size)`` gives a writable segment of at least ``size`` bytes and
+    its name; by default a new one is created.
+    """
+    from .serialization import OUT_OF_BAND_THRESHOLD
+
     contained = tuple(s.contained)
     big_stream = len(s.data) >= OUT_OF_BAND_THRESHOLD
     if not s.buffers and not big_stream:
@@ -50,7 +76,7 @@ def encode(value: Any, session: str, is_error: bool = False) -> Payload:
     stream_span = (offset, len(s.data)) if big_stream else None
     if big_stream:
         offset += len(s.data)
-    name, mm = shm.create(session, offset)
+    name, mm = allocate(offset) if allocate is not None else shm.create(session, offset)
     try:
         for raw, (start, size) in zip(raws, spans):
             mm[start : start + size] = raw
@@ -63,17 +89,60 @@ def encode(value: Any, session: str, is_error: bool = False) -> Payload:
     )
 
 
-def decode(payload: Payload, mapping: mmap.mmap | None = None) -> Any:
-    """Rebuild the value; ``mapping`` is the segment already mapped by this process."""
+class _Pin:
+    """Keeps a mapped segment alive, and its object pinned, while any view of it lives.
+
+    The out-of-band buffers handed to unpickling are numpy arrays whose base is
+    this object (through ``__array_interface__``), so every array built on the
+    shared memory keeps it alive; when the last one goes, ``release`` tells
+    the process's client that this view no longer pins the object.
+    """
+
+    __slots__ = ("__array_interface__", "_mapping", "_release")
+
+    def __init__(self, mapping: Any, release: Callable[[], None] | None) -> None:
+        import numpy as np
+
+        raw = np.frombuffer(mapping, dtype=np.uint8)
+        self.__array_interface__ = {
+            "data": (raw.__array_interface__["data"][0], True),  # read-only
+            "shape": raw.shape,
+            "typestr": "|u1",
+            "version": 3,
+        }
+        self._mapping = raw
+        self._release = release
+
+    def __del__(self) -> None:
+        if self._release is not None:
+            self._release()
+
+
+def decode(
+    payload: Payload,
+    mapping: mmap.mmap | None = None,
+    pin: Callable[[], Callable[[], None]] | None = None,
+) -> Any:
+    """Rebuild the value; ``mapping`` is the segment already mapped by this process.
+
+    ``pin()``, called when the value will view shared memory, counts the view
+    as a reference to the object and returns the function that uncounts it.
+    """
     if payload.segment is None:
         return pickle.loads(payload.data)  # type: ignore[arg-type]
     if mapping is None:
         mapping = shm.attach(payload.segment, payload.segment_size)
-    view = memoryview(mapping)
-    buffers = [view[start : start + size] for start, size in payload.spans]
+    if payload.spans:
+        import numpy as np
+
+        base = np.asarray(_Pin(mapping, pin() if pin is not None else None))
+        buffers: list[Any] = [base[start : start + size] for start, size in payload.spans]
+    else:
+        buffers = []
     if payload.stream_span is not None:
         start, size = payload.stream_span
-        return pickle.loads(view[start : start + size], buffers=buffers)
+        with memoryview(mapping) as view:
+            return pickle.loads(view[start : start + size], buffers=buffers)
     return pickle.loads(payload.data, buffers=buffers)  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ and sent to the node once; each worker loads it once.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import runtime
 from .object_ref import ObjectRef
@@ -68,13 +68,12 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
-        from .payload import Payload
         from .task_spec import TaskSpec
 
         client = runtime.current_client()
         export = self._export
         function_bytes = function_bytes_to_send(client, export, self._function)
-        args_payload, deps = encode_arguments(args, kwargs, client.session)
+        arguments = encode_arguments(args, kwargs, client)
         options = self._options
         max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
         spec = TaskSpec(
@@ -83,15 +82,14 @@ class RemoteFunction:
             name=self._name,
             function_id=export.function_id,
             function_bytes=function_bytes,
-            args=args_payload,
-            deps=deps,
+            args=arguments.payload,
+            deps=arguments.deps,
             num_returns=self._num_returns,
             resources=self._resources,
             max_retries=1 << 30 if max_retries == -1 else max_retries,
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
             runtime_env=options.get("runtime_env"),
         )
-        assert isinstance(args_payload, Payload)
         refs = client.submit(spec)
         if self._num_returns == 1:
             return refs[0]
@@ -122,24 +120,50 @@ def _rebuild(function: Any, options: dict[str, Any], function_id: bytes) -> Remo
 _NO_ARGS: Any = None
 
 
-def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], session: str) -> tuple[Any, tuple[bytes, ...]]:
-    """Pickle a call's arguments; top-level ObjectRefs become ArgRef placeholders."""
+class EncodedArguments(NamedTuple):
+    payload: Any  # the pickled (args, kwargs), always small
+    deps: tuple[bytes, ...]  # object ids the ArgRef placeholders stand for
+    keep: list[ObjectRef]  # refs to large arguments put as objects: keep until the call is sent
+
+
+def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], client: Any) -> EncodedArguments:
+    """Pickle a call's arguments; top-level ObjectRefs become ArgRef placeholders.
+
+    Large arguments are put in the object store first and passed by reference,
+    as in Ray: written once into shared memory, read without a copy.
+    """
     global _NO_ARGS
     from . import payload as payload_codec
+    from .serialization import serialize
     from .task_spec import ArgRef
 
     if not args and not kwargs:
         if _NO_ARGS is None:
-            _NO_ARGS = payload_codec.encode(([], {}), session)
-        return _NO_ARGS, ()
+            _NO_ARGS = payload_codec.encode(([], {}), client.session)
+        return EncodedArguments(_NO_ARGS, (), [])
     deps: list[bytes] = []
+    keep: list[ObjectRef] = []
 
-    def swap(value: Any) -> Any:
-        if type(value) is ObjectRef:
-            deps.append(value._id)
-            return ArgRef(len(deps) - 1)
-        return value
+    def by_reference(ref: ObjectRef) -> ArgRef:
+        deps.append(ref._id)
+        return ArgRef(len(deps) - 1)
 
-    arg_list = [swap(a) for a in args]
-    kwarg_map = {k: swap(v) for k, v in kwargs.items()}
-    return payload_codec.encode((arg_list, kwarg_map), session), tuple(deps)
+    arg_list = [by_reference(a) if type(a) is ObjectRef else a for a in args]
+    kwarg_map = {k: by_reference(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+    whole = serialize((arg_list, kwarg_map))
+    if not payload_codec.needs_segment(whole):
+        return EncodedArguments(payload_codec.from_serialized(whole, client.session), tuple(deps), keep)
+
+    def put_if_large(value: Any) -> Any:
+        if type(value) is ArgRef:
+            return value
+        s = serialize(value)
+        if not payload_codec.needs_segment(s):
+            return value
+        ref = client.put_serialized(s)
+        keep.append(ref)
+        return by_reference(ref)
+
+    arg_list = [put_if_large(a) for a in arg_list]
+    kwarg_map = {k: put_if_large(v) for k, v in kwarg_map.items()}
+    return EncodedArguments(payload_codec.encode((arg_list, kwarg_map), client.session), tuple(deps), keep)

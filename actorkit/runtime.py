@@ -121,6 +121,17 @@ def current_client() -> Client:
     return _client
 
 
+def client_for(ref: Any, what: str) -> Client:
+    """The client to use for ``ref`` (an ObjectRef); an error if its session has ended."""
+    owner = getattr(ref, "_client", None)
+    if owner is not None and owner.closed:
+        raise RuntimeError(
+            f"{what} belongs to an actorkit session that was shut down; refs and handles do not "
+            f"carry over to a new init(). Create it again in the current session."
+        )
+    return current_client()
+
+
 def current_job_id() -> bytes:
     client = current_client()
     if _executor is not None and _executor.current is not None:
@@ -290,8 +301,11 @@ def _start_local_node(
     )
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
-    with open(os.path.join(session_dir, "pids"), "w") as f:
+    # Written whole or not at all: another driver's init() may be reading it.
+    pids_tmp = os.path.join(session_dir, "pids.tmp")
+    with open(pids_tmp, "w") as f:
         f.write(f"{os.getpid()} {manager._process.pid}\n")  # type: ignore[attr-defined]
+    os.replace(pids_tmp, os.path.join(session_dir, "pids"))
     try:
         printer = LogPrinter() if log_to_driver else None
         job_id = os.urandom(4)
@@ -304,6 +318,7 @@ def _start_local_node(
             job_id=job_id,
             role="driver",
             namespace=namespace,
+            store_capacity=store_memory,
             on_message=_driver_message_handler(printer),
         )
     except BaseException:
@@ -321,7 +336,14 @@ def _start_local_node(
 
 
 def _remove_dead_sessions(root: str) -> None:
-    """Remove what sessions whose driver and node were both killed left behind."""
+    """Remove what sessions whose driver and node were both killed left behind.
+
+    A session is dead when neither its driver nor its node process exists and
+    its node's socket accepts no connection; young sessions are left alone
+    (they may still be starting).
+    """
+    import time
+
     from . import shm
 
     for entry in os.listdir(root):
@@ -329,14 +351,27 @@ def _remove_dead_sessions(root: str) -> None:
             continue
         path = os.path.join(root, entry)
         try:
+            if time.time() - os.stat(path).st_mtime < 60:
+                continue
             with open(os.path.join(path, "pids")) as f:
                 pids = [int(p) for p in f.read().split()]
         except (OSError, ValueError):
             continue  # starting right now, or not ours
-        if any(_alive(pid) for pid in pids):
+        if len(pids) != 2 or any(_alive(pid) for pid in pids) or _listening(os.path.join(path, "data.sock")):
             continue
         shm.unlink_session(entry.split("-")[1])
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _listening(address: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:

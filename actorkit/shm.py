@@ -44,6 +44,21 @@ def create(session: str, size: int) -> tuple[str, mmap.mmap]:
         os.close(fd)
 
 
+def open_writable(name: str, size: int) -> mmap.mmap:
+    """Map the first ``size`` bytes of an existing (recycled) segment for writing."""
+    fd = os.open(path_of(name), os.O_RDWR)
+    try:
+        return mmap.mmap(fd, max(size, 1))
+    finally:
+        os.close(fd)
+
+
+def free_bytes() -> int:
+    """Room left in the shared-memory file system."""
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize
+
+
 def attach(name: str, size: int) -> mmap.mmap:
     """Map an existing segment read-only: arrays built on it are read-only."""
     fd = os.open(path_of(name), os.O_RDONLY)

@@ -37,6 +37,7 @@ class WorkerArgs(NamedTuple):
     session: str
     worker_id: int
     node_id: str
+    store_capacity: int
 
 
 class _ForwardedStream(io.TextIOBase):
@@ -184,10 +185,17 @@ class TaskExecutor:
     def _arguments(self, spec: Any, deps: dict[bytes, Payload]) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = payload_codec.decode(spec.args)
         if spec.deps:
-            values = [payload_codec.decode(deps[object_id]) for object_id in spec.deps]
+            values = [self._argument(object_id, deps[object_id]) for object_id in spec.deps]
             args = [values[a.index] if type(a) is ArgRef else a for a in args]
             kwargs = {k: values[v.index] if type(v) is ArgRef else v for k, v in kwargs.items()}
         return args, kwargs
+
+    def _argument(self, object_id: bytes, payload: Payload) -> Any:
+        try:
+            return self.client.decode_object(object_id, payload)
+        except FileNotFoundError:
+            # Spilled to disk after the node sent it: fetch it again (the node restores it).
+            return self.client.get([self.client.adopt_ref(object_id)], None)[0]
 
     def _report(self, spec: TaskSpec, result: Any) -> None:
         try:
@@ -222,7 +230,7 @@ class TaskExecutor:
                     f"task {spec.name} has num_returns={n} but returned "
                     f"{type(result).__name__} {result!r:.80}; return a sequence of {n} values"
                 )
-        return [payload_codec.encode(v, self.client.session) for v in values]
+        return [self.client.encode(v) for v in values]
 
     def _task_error(self, spec: Any, error: BaseException) -> Payload:
         return payload_codec.encode(self.wrap_error(spec.name, error), self.client.session, is_error=True)
@@ -353,6 +361,7 @@ def main(args: WorkerArgs) -> None:
         job_id=b"",
         role="worker",
         worker_id=args.worker_id,
+        store_capacity=args.store_capacity,
         on_message=on_message,
         on_lost=on_lost,
     )

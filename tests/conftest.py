@@ -6,8 +6,11 @@ Tests that need their own configuration call ``actorkit.init`` themselves under
 ``shutdown_only``.
 
 Every test is checked for leaks: when no node is running after a test, no
-process named ``actorkit:*`` and no ``/dev/shm/actorkit-*`` segment that was
-not there before the test may remain.
+process named ``actorkit:*`` started by this test run and no
+``/dev/shm/actorkit-*`` segment that was not there before the test may remain.
+Processes of this run are told apart from those of other programs on the
+machine by an environment variable every descendant inherits, even one
+orphaned by the death of its parent.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import pytest
 
 import actorkit
 
+_RUN_MARK = f"ACTORKIT_TEST_RUN={os.getpid()}"
+os.environ["ACTORKIT_TEST_RUN"] = str(os.getpid())
+
 
 def actorkit_processes() -> list[tuple[int, str]]:
-    """Live processes whose name (``/proc/PID/comm``) marks them as actorkit's."""
+    """Live processes of this test run whose name (``/proc/PID/comm``) marks them as actorkit's."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -28,11 +34,15 @@ def actorkit_processes() -> list[tuple[int, str]]:
         try:
             with open(f"/proc/{entry}/comm") as f:
                 name = f.read().strip()
+            if not name.startswith("actorkit"):
+                continue
             with open(f"/proc/{entry}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                ours = _RUN_MARK.encode() in f.read().split(b"\0")
         except OSError:
             continue
-        if name.startswith("actorkit") and state != "Z":
+        if ours and state != "Z":
             found.append((int(entry), name))
     return found
 

@@ -1,0 +1,192 @@
+"""The node's shared memory: capacity, recycled segments, spilling to disk.
+
+Objects small enough to travel inline live in the node's memory; larger ones
+live in shared-memory segments written by the process that made them.  This
+module decides what happens to segments:
+
+- **Recycling.**  Writing into fresh shared memory costs a page fault per
+  page (about a tenth of memcpy speed), so a freed segment of 1 MiB or more is
+  kept in a pool and handed to the next writer that needs about that much.
+  A segment is freed only once no ObjectRef *and no array viewing it* is
+  left anywhere (views pin their object), so recycling never changes memory
+  under a reader.
+- **Capacity.**  Live segments plus the pool may use ``capacity`` bytes.
+  Past it, the pool is emptied first, then the least recently used objects
+  are spilled: copied to a file in the session directory and their segment
+  removed.  A spilled object is restored into a new segment the next time
+  it is needed, bit for bit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+from collections import OrderedDict
+
+from . import shm
+from .payload import Payload
+
+POOL_MIN_SIZE = 1 << 20  # smaller segments are cheap to create: not worth a round trip
+
+
+class ObjectStore:
+    """Accounting and placement of the node's shared-memory segments."""
+
+    def __init__(self, session: str, capacity: int, spill_dir: str) -> None:
+        self.session = session
+        self.capacity = capacity
+        self.spill_dir = spill_dir
+        self.used = 0  # bytes of live segments and pooled ones
+        self._pool: list[tuple[int, str]] = []  # (size, name), sorted
+        # object id -> (segment size, segment name), least recently used first
+        self._resident: OrderedDict[bytes, tuple[int, str]] = OrderedDict()
+        self._spilled: dict[bytes, str] = {}  # object id -> spill file
+        self.stats = {"recycled": 0, "spilled": 0, "restored": 0, "spilled_bytes": 0}
+
+    def __repr__(self) -> str:
+        return (
+            f"<ObjectStore used={self.used >> 20} MiB of {self.capacity >> 20} MiB "
+            f"pool={len(self._pool)} spilled={len(self._spilled)}>"
+        )
+
+    # ------------------------------------------------------------ segments
+
+    def allocate(self, size: int) -> tuple[str, int] | None:
+        """A pooled segment of at least ``size`` bytes (and not much more), or None."""
+        if size < POOL_MIN_SIZE:
+            return None
+        i = bisect.bisect_left(self._pool, (size, ""))
+        if i == len(self._pool) or self._pool[i][0] > 2 * size:
+            return None
+        capacity, name = self._pool.pop(i)
+        self.used -= capacity  # counted again when the object that fills it arrives
+        self.stats["recycled"] += 1
+        return name, capacity
+
+    def add(self, object_id: bytes, payload: Payload) -> None:
+        """An object with a segment is stored: count it."""
+        if payload.segment is None:
+            return
+        size = _file_size(payload.segment)
+        self._resident[object_id] = (size, payload.segment)
+        self.used += size
+        self.make_room()
+
+    def remove(self, object_id: bytes, payload: Payload) -> None:
+        """An object is freed: recycle or remove its segment (or its spill file)."""
+        spill_file = self._spilled.pop(object_id, None)
+        if spill_file is not None:
+            _unlink(spill_file)
+            return
+        resident = self._resident.pop(object_id, None)
+        if resident is None:
+            return
+        size, segment = resident
+        self.used -= size
+        if size >= POOL_MIN_SIZE and self.used + size <= self.capacity:
+            bisect.insort(self._pool, (size, segment))
+            self.used += size
+        else:
+            shm.unlink(segment)
+
+    def release_unowned(self, payload: Payload) -> None:
+        """A payload that never became a stored object (its task's result was not wanted)."""
+        if payload.segment is not None:
+            shm.unlink(payload.segment)
+
+    def touch(self, object_id: bytes) -> None:
+        if object_id in self._resident:
+            self._resident.move_to_end(object_id)
+
+    # ------------------------------------------------------------- capacity
+
+    def make_room(self, protect: frozenset[bytes] | set[bytes] = frozenset()) -> None:
+        """Bring use under capacity: empty the pool, then spill the least recently used.
+
+        Objects in ``protect`` (about to be handed out) and the newest one stay.
+        """
+        while self.used > self.capacity and self._pool:
+            size, name = self._pool.pop()
+            self.used -= size
+            shm.unlink(name)
+        candidates = [o for o in list(self._resident)[:-1] if o not in protect]
+        for object_id in candidates:
+            if self.used <= self.capacity or not self._spill(object_id):
+                break
+
+    def is_spilled(self, object_id: bytes) -> bool:
+        return object_id in self._spilled
+
+    def _spill(self, object_id: bytes) -> bool:
+        """Copy the object's segment to a file and remove the segment."""
+        size, segment = self._resident.pop(object_id)
+        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.spill_dir, segment)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as out, _mapped(segment, size) as data:
+                out.write(data)
+        except OSError:
+            # The disk is full or failing: keep the object in memory, over capacity.
+            _unlink(path)
+            self._resident[object_id] = (size, segment)
+            self._resident.move_to_end(object_id, last=False)
+            return False
+        shm.unlink(segment)
+        self.used -= size
+        self._spilled[object_id] = path
+        self.stats["spilled"] += 1
+        self.stats["spilled_bytes"] += size
+        return True
+
+    def restore(self, object_id: bytes, payload: Payload) -> Payload:
+        """Bring a spilled object back into a new segment; return its new payload."""
+        path = self._spilled.pop(object_id)
+        size = os.path.getsize(path)
+        name, mm = shm.create(self.session, size)
+        try:
+            with open(path, "rb") as f:
+                f.readinto(mm)  # type: ignore[arg-type]
+        finally:
+            mm.close()
+        _unlink(path)
+        self._resident[object_id] = (size, name)
+        self.used += size
+        self.stats["restored"] += 1
+        return payload._replace(segment=name)
+
+    def clear(self) -> None:
+        for _, name in self._pool:
+            shm.unlink(name)
+        self._pool.clear()
+        for path in self._spilled.values():
+            _unlink(path)
+        self._spilled.clear()
+
+
+class _mapped:
+    """Map a segment read-only for the duration of a ``with`` block."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self._mm = shm.attach(name, size)
+
+    def __enter__(self) -> mmap.mmap:
+        return self._mm
+
+    def __exit__(self, *exc: object) -> None:
+        self._mm.close()
+
+
+def _file_size(name: str) -> int:
+    try:
+        return os.stat(shm.path_of(name)).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

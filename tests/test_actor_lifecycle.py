@@ -1,0 +1,403 @@
+"""The life of an actor: kill, exit_actor, out of scope, restarts, shutdown.
+
+``kill(handle)`` must leave the actor dead by the time it returns: every later
+call raises ``ActorDiedError`` (no race), and calls still pending fail with it
+too.  An unnamed actor whose last handle is gone ends.  An actor with
+``max_restarts`` comes back after its process dies, re-running ``__init__``.
+
+Process exits are awaited with a pidfd (an event, not a polling loop), bounded
+by a timeout.  Every ``get`` has a timeout, so a hang fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import re
+import select
+import signal
+import time
+
+import pytest
+
+import actorkit as ray
+from actorkit.actor import exit_actor
+from actorkit.exceptions import ActorDiedError, RayActorError
+
+T = 30  # seconds: the bound on every get()
+EXIT_TIMEOUT_S = 10
+
+
+def wait_for_exit(pid: int, timeout: float = EXIT_TIMEOUT_S) -> bool:
+    """Block until process ``pid`` has exited (True), or ``timeout`` passed (False)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # already gone (and reaped)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def kill_after():
+    """Register handles with ``kill_after(h)``; they are killed after the test."""
+    handles = []
+
+    def register(*hs):
+        handles.extend(hs)
+        return hs[0] if len(hs) == 1 else hs
+
+    yield register
+    if ray.is_initialized():
+        for h in handles:
+            ray.kill(h)
+
+
+@ray.remote
+class SignalActor:
+    """A one-shot signal: ``wait`` returns once ``send`` ran; counts its waiters."""
+
+    def __init__(self):
+        self.ready = asyncio.Event()
+        self.waiting = 0
+        self.waiters_changed = asyncio.Condition()
+
+    async def send(self):
+        self.ready.set()
+
+    async def wait(self):
+        async with self.waiters_changed:
+            self.waiting += 1
+            self.waiters_changed.notify_all()
+        await self.ready.wait()
+        return "signalled"
+
+    async def wait_for_waiters(self, n):
+        async with self.waiters_changed:
+            await self.waiters_changed.wait_for(lambda: self.waiting >= n)
+        return self.waiting
+
+
+@ray.remote
+class Worker:
+    def __init__(self):
+        self.n = 0
+        self.inits = 1
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+    def block_on(self, signal):
+        # A slow call: runs until the signal is sent.
+        return ray.get(signal.wait.remote(), timeout=T)
+
+    def slow(self, seconds, value):
+        time.sleep(seconds)
+        return value
+
+    def exit_now(self):
+        exit_actor()
+        return "not reached"
+
+    def crash_once(self, marker):
+        """Kill this process the first time (per marker file); succeed after."""
+        if not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.n, os.getpid()
+
+
+# -------------------------------------------------------------------- kill
+
+
+def test_calls_after_kill_raise_at_once_no_race(ray_start_shared):
+    for i in range(6):
+        w = Worker.remote()
+        if i % 2:
+            ray.get(w.incr.remote(), timeout=T)  # kill a running actor ...
+        # ... or one still starting.
+        ray.kill(w)
+        with pytest.raises(ActorDiedError, match="kill"):
+            ray.get(w.incr.remote(), timeout=T)
+        with pytest.raises(RayActorError):
+            ray.get(w.pid.remote(), timeout=T)
+
+
+def test_kill_ends_the_process(ray_start_shared):
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    ray.kill(w)
+    assert wait_for_exit(pid), f"actor process {pid} still alive after kill"
+
+
+def test_pending_calls_fail_when_killed(ray_start_shared, kill_after):
+    sig = kill_after(SignalActor.remote())
+    w = Worker.remote()
+    running = w.block_on.remote(sig)
+    queued = [w.incr.remote() for _ in range(3)]
+    assert ray.get(sig.wait_for_waiters.remote(1), timeout=T) == 1  # block_on runs
+    ray.kill(w)
+    for ref in [running, *queued]:
+        with pytest.raises(ActorDiedError):
+            ray.get(ref, timeout=T)
+
+
+def test_pending_calls_of_threaded_actor_fail_when_killed(ray_start_shared, kill_after):
+    sig = kill_after(SignalActor.remote())
+    w = Worker.options(max_concurrency=2).remote()
+    running = [w.block_on.remote(sig) for _ in range(2)]
+    queued = w.incr.remote()
+    assert ray.get(sig.wait_for_waiters.remote(2), timeout=T) == 2
+    ray.kill(w)
+    for ref in [*running, queued]:
+        with pytest.raises(ActorDiedError):
+            ray.get(ref, timeout=T)
+
+
+def test_kill_of_a_killed_actor_is_harmless(ray_start_shared):
+    w = Worker.remote()
+    ray.kill(w)
+    ray.kill(w)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.incr.remote(), timeout=T)
+
+
+def test_kill_needs_an_actor_handle(ray_start_shared):
+    with pytest.raises(TypeError):
+        ray.kill(ray.put(1))
+
+
+def test_handle_of_killed_actor_fails_in_a_task(ray_start_shared):
+    @ray.remote
+    def use(handle):
+        try:
+            ray.get(handle.incr.remote(), timeout=T)
+        except ActorDiedError:
+            return "died"
+        return "alive"
+
+    w = Worker.remote()
+    ray.kill(w)
+    assert ray.get(use.remote(w), timeout=T) == "died"
+
+
+# -------------------------------------------------------------- exit_actor
+
+
+def test_exit_actor_from_inside_a_method(ray_start_shared):
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    exiting = w.exit_now.remote()
+    after = w.incr.remote()
+    with pytest.raises(ActorDiedError):
+        ray.get(exiting, timeout=T)
+    with pytest.raises(ActorDiedError):
+        ray.get(after, timeout=T)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.incr.remote(), timeout=T)
+    assert wait_for_exit(pid)
+
+
+def test_exit_actor_is_not_restarted(ray_start_shared):
+    w = Worker.options(max_restarts=2).remote()
+    with pytest.raises(ActorDiedError):
+        ray.get(w.exit_now.remote(), timeout=T)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.incr.remote(), timeout=T)
+
+
+def test_exit_actor_in_async_actor(ray_start_shared):
+    @ray.remote
+    class AsyncQuitter:
+        async def quit(self):
+            exit_actor()
+
+        async def ping(self):
+            return "pong"
+
+    a = AsyncQuitter.remote()
+    assert ray.get(a.ping.remote(), timeout=T) == "pong"
+    with pytest.raises(ActorDiedError):
+        ray.get(a.quit.remote(), timeout=T)
+    with pytest.raises(ActorDiedError):
+        ray.get(a.ping.remote(), timeout=T)
+
+
+def test_exit_actor_outside_an_actor_is_an_error(ray_start_shared):
+    with pytest.raises(TypeError, match="actor"):
+        exit_actor()
+
+
+# ------------------------------------------------------------ out of scope
+
+
+def test_unnamed_actor_ends_when_last_handle_is_collected(ray_start_shared):
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    del w
+    gc.collect()
+    assert wait_for_exit(pid), f"actor process {pid} outlived its last handle"
+
+
+def test_unnamed_actor_ends_when_last_handle_is_deleted(ray_start_shared):
+    # As in CPython Ray, dropping the last reference is enough; no gc.collect().
+    gc.collect()
+    gc.disable()
+    try:
+        w = Worker.remote()
+        pid = ray.get(w.pid.remote(), timeout=T)
+        del w
+        exited = wait_for_exit(pid, timeout=2)
+    finally:
+        gc.enable()
+        gc.collect()
+    assert exited, f"actor process {pid} outlived its last handle"
+
+
+def test_out_of_scope_actor_finishes_pending_calls_first(ray_start_shared):
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    refs = [w.slow.remote(0.2, "first"), w.slow.remote(0, "second")]
+    del w
+    gc.collect()
+    assert ray.get(refs, timeout=T) == ["first", "second"]
+    assert wait_for_exit(pid)
+
+
+def test_handle_held_by_a_task_result_keeps_actor_alive(ray_start_shared):
+    @ray.remote
+    def wrap(handle):
+        return [handle]
+
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    stored = wrap.remote(w)
+    del w
+    gc.collect()
+    [again] = ray.get(stored, timeout=T)
+    assert ray.get(again.pid.remote(), timeout=T) == pid
+    assert is_running(pid)
+    ray.kill(again)
+
+
+def test_named_actor_survives_its_handles(ray_start_shared):
+    w = Worker.options(name="lifecycle-named").remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    del w
+    gc.collect()
+    again = ray.get_actor("lifecycle-named")
+    assert ray.get(again.pid.remote(), timeout=T) == pid
+    ray.kill(again)
+    assert wait_for_exit(pid)
+
+
+# ----------------------------------------------------------------- restarts
+
+
+def test_restart_after_sigkill_reruns_init(ray_start_shared, kill_after):
+    # max_task_retries=1: a call that reaches the process as it dies is retried.
+    w = kill_after(Worker.options(max_restarts=1, max_task_retries=1).remote())
+    assert ray.get([w.incr.remote() for _ in range(3)], timeout=T) == [1, 2, 3]
+    pid = ray.get(w.pid.remote(), timeout=T)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for_exit(pid)
+    # Restarted: __init__ ran again, so the state starts over, in a new process.
+    assert ray.get(w.incr.remote(), timeout=T) == 1
+    new_pid = ray.get(w.pid.remote(), timeout=T)
+    assert new_pid != pid
+    # The one restart is used up: the next death is final.
+    os.kill(new_pid, signal.SIGKILL)
+    assert wait_for_exit(new_pid)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.incr.remote(), timeout=T)
+
+
+def test_no_restart_by_default(ray_start_shared):
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=T)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for_exit(pid)
+    with pytest.raises(ActorDiedError, match="SIGKILL|died"):
+        ray.get(w.incr.remote(), timeout=T)
+
+
+def test_call_in_flight_is_retried_with_max_task_retries(ray_start_shared, kill_after, tmp_path):
+    w = kill_after(Worker.options(max_restarts=1, max_task_retries=1).remote())
+    first_pid = ray.get(w.pid.remote(), timeout=T)
+    ray.get(w.incr.remote(), timeout=T)
+    n, pid = ray.get(w.crash_once.remote(str(tmp_path / "crashed")), timeout=T)
+    assert pid != first_pid
+    assert n == 0  # ran again on the restarted actor, after __init__
+
+
+def test_call_in_flight_fails_without_task_retries(ray_start_shared, kill_after, tmp_path):
+    w = kill_after(Worker.options(max_restarts=1).remote())
+    first_pid = ray.get(w.pid.remote(), timeout=T)
+    ray.get(w.incr.remote(), timeout=T)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.crash_once.remote(str(tmp_path / "crashed")), timeout=T)
+    # The actor itself was restarted.
+    assert ray.get(w.incr.remote(), timeout=T) == 1
+    assert ray.get(w.pid.remote(), timeout=T) != first_pid
+
+
+def test_kill_with_no_restart_false_restarts(ray_start_shared, kill_after):
+    w = kill_after(Worker.options(max_restarts=1, max_task_retries=1).remote())
+    ray.get(w.incr.remote(), timeout=T)
+    pid = ray.get(w.pid.remote(), timeout=T)
+    ray.kill(w, no_restart=False)
+    assert wait_for_exit(pid)
+    assert ray.get(w.incr.remote(), timeout=T) == 1
+    assert ray.get(w.pid.remote(), timeout=T) != pid
+
+
+def test_kill_with_no_restart_true_does_not_restart(ray_start_shared):
+    w = Worker.options(max_restarts=3).remote()
+    ray.get(w.incr.remote(), timeout=T)
+    ray.kill(w, no_restart=True)
+    with pytest.raises(ActorDiedError):
+        ray.get(w.incr.remote(), timeout=T)
+
+
+# ----------------------------------------------------------------- shutdown
+
+
+def test_handle_used_after_shutdown_is_a_clear_error(shutdown_only):
+    ray.init(num_cpus=1)
+    w = Worker.remote()
+    ray.get(w.incr.remote(), timeout=T)
+    ray.shutdown()
+    # Ray raises at .remote() ("Ray has not been started yet"); either there or
+    # at get(), the error must say what is wrong rather than name a lost actor.
+    with pytest.raises(Exception) as info:
+        ray.get(w.incr.remote(), timeout=T)
+    assert re.search(r"shut ?down|not (been )?(started|initialized)|init\(\)", str(info.value)), str(
+        info.value
+    )
+
+
+def test_shutdown_ends_actor_processes(shutdown_only):
+    ray.init(num_cpus=2)
+    actors = [Worker.remote() for _ in range(2)]
+    detached = Worker.options(name="until-shutdown", lifetime="detached").remote()
+    pids = ray.get([a.pid.remote() for a in [*actors, detached]], timeout=T)
+    ray.shutdown()
+    assert not [pid for pid in pids if is_running(pid)]
