@@ -28,6 +28,8 @@ from . import shm
 from .payload import Payload
 
 POOL_MIN_SIZE = 1 << 20  # smaller segments are cheap to create: not worth a round trip
+POOL_MAX_SEGMENTS = 8  # enough for a producer that runs ahead of its releases
+POOL_MAX_BYTES = 512 << 20
 
 
 class ObjectStore:
@@ -84,7 +86,12 @@ class ObjectStore:
             return
         size, segment = resident
         self.used -= size
-        if size >= POOL_MIN_SIZE and self.used + size <= self.capacity:
+        if (
+            size >= POOL_MIN_SIZE
+            and self.used + size <= self.capacity
+            and len(self._pool) < POOL_MAX_SEGMENTS
+            and sum(s for s, _ in self._pool) + size <= POOL_MAX_BYTES
+        ):
             bisect.insort(self._pool, (size, segment))
             self.used += size
         else:

@@ -46,7 +46,32 @@ class _Pickler(cloudpickle.Pickler):
         reducer = _custom_reducers.get(type(obj)) if _custom_reducers else None
         if reducer is not None:
             return reducer(obj)
+        if (
+            isinstance(obj, BaseException)
+            and type(obj).__reduce__ is BaseException.__reduce__
+            and _has_own_init(type(obj))
+        ):
+            # Pickle rebuilds exceptions as cls(*args), which fails when __init__
+            # takes other arguments (Ray loses such errors): rebuild without it.
+            return (_rebuild_exception, (type(obj), obj.args, obj.__dict__ or None))
         return super().reducer_override(obj)
+
+
+def _has_own_init(cls: type) -> bool:
+    for klass in cls.__mro__:
+        if klass.__module__ == "builtins":
+            return False
+        if "__init__" in klass.__dict__:
+            return True
+    return False
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    if state:
+        error.__dict__.update(state)
+    return error
 
 
 def _buffer_sink(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleBuffer], bool]:
@@ -113,14 +138,12 @@ def _dill_dumps(value: Any, buffers: list[pickle.PickleBuffer], first_error: Exc
     ) from first_error
 
 
-def deserialize(data: bytes | memoryview, buffers: list[Any] | tuple[Any, ...] = ()) -> Any:
-    return pickle.loads(data, buffers=buffers)
-
-
 def dumps(value: Any) -> bytes:
     """Pickle to one in-band bytes string (for functions, small messages)."""
     try:
-        return cloudpickle.dumps(value, protocol=5)
+        stream = io.BytesIO()
+        _Pickler(stream, protocol=5).dump(value)
+        return stream.getvalue()
     except Exception as cloudpickle_error:
         return _dill_dumps(value, [], cloudpickle_error)
 
@@ -149,8 +172,16 @@ def deregister_serializer(cls: type) -> None:
 
 
 def _pickles(obj: Any) -> bool:
+    """Whether ``obj`` can be pickled by cloudpickle or, failing that, dill."""
     try:
         cloudpickle.dumps(obj, protocol=5)
+        return True
+    except Exception:
+        pass
+    import dill
+
+    try:
+        dill.dumps(obj, protocol=5, recurse=True)
         return True
     except Exception:
         return False

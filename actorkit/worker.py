@@ -323,11 +323,11 @@ def _should_retry(spec: TaskSpec, error: BaseException) -> bool:
 
 
 def _round_trips(error: BaseException) -> bool:
-    """Whether ``error`` survives pickling (exceptions with odd __init__s may not)."""
-    import cloudpickle
+    """Whether ``error`` survives pickling (one holding a socket, say, may not)."""
+    from .serialization import dumps
 
     try:
-        pickle.loads(cloudpickle.dumps(error))
+        pickle.loads(dumps(error))
         return True
     except Exception:
         return False
