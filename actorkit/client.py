@@ -93,6 +93,11 @@ class Client:
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._replies: dict[int, _Reply] = {}
         self._request_ids = itertools.count(1)
+        # A worker that blocked waits for the node's REVOKED answer before it
+        # starts another task: tasks lined up behind it may have been taken back.
+        self._revocations = threading.Condition(threading.Lock())
+        self._unanswered_blocks = 0
+        self._revoked: set[bytes] = set()
         self._ready: dict[bytes, Payload] = {}
         self._mappings: dict[bytes, mmap.mmap] = {}
         self._subscribed: set[bytes] = set()
@@ -230,6 +235,11 @@ class Client:
                         self._on_ready(message[1], message[2])
                     elif message[0] == P.REPLY:
                         self._on_reply(message[1], message[2], message[3])
+                    elif message[0] == P.REVOKED:
+                        with self._revocations:
+                            self._revoked.update(message[1])
+                            self._unanswered_blocks -= 1
+                            self._revocations.notify_all()
                     elif self._on_message is not None:
                         self._on_message(message)
         except (P.ChannelClosed, OSError) as e:
@@ -293,6 +303,9 @@ class Client:
             self._replies.clear()
         for reply in replies:
             reply.event.set()
+        with self._revocations:
+            self._unanswered_blocks = 0
+            self._revocations.notify_all()
         for pending in callbacks.values():
             for callback in pending:
                 callback(None)  # type: ignore[arg-type]
@@ -347,7 +360,10 @@ class Client:
 
     def submit(self, spec: TaskSpec, kind: int = P.SUBMIT) -> list[ObjectRef]:
         """Send a task (or, with ``kind=ACTOR_CALL``, an actor call); refs to its results."""
-        refs = [self._own_ref(object_id) for object_id in spec.return_ids()]
+        return_ids = spec.return_ids()
+        with self._lock:
+            self._subscribed.update(return_ids)  # the node sends results to their submitter
+        refs = [self._own_ref(object_id) for object_id in return_ids]
         self._send([(kind, spec)])
         self.stats["submitted"] += 1
         return refs
@@ -355,6 +371,16 @@ class Client:
     def own_actor(self, actor_id: bytes) -> ObjectRef:
         """The counted reference behind a handle to an actor this process just created."""
         return self._own_ref(actor_id)
+
+    def was_revoked(self, task_id: bytes) -> bool:
+        """Whether the node took ``task_id`` back (a worker asks before running it)."""
+        with self._revocations:
+            while self._unanswered_blocks > 0 and self._failure is None:
+                self._revocations.wait()
+            if task_id in self._revoked:
+                self._revoked.discard(task_id)
+                return True
+            return False
 
     def needs_export(self, function_id: bytes) -> bool:
         """True the first time: the caller sends the function's bytes with this message."""
@@ -401,6 +427,8 @@ class Client:
         # that nested tasks can run even when they outnumber the CPUs.
         lent = self.in_task
         if lent:
+            with self._revocations:
+                self._unanswered_blocks += 1
             self.send((P.BLOCKED,))
         try:
             waiter.event.wait(timeout)

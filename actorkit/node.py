@@ -42,8 +42,16 @@ from .exceptions import ObjectLostError, WorkerCrashedError
 from .node_process import NodeConfig, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload
-from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of
+from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of, shape_of
 from .task_spec import ActorSpec, TaskSpec
+
+# Tasks lined up on a busy worker beyond the one it runs. Two keep a worker
+# fed across the round trip to the node; more would starve idle workers.
+_PIPELINE_DEPTH = 2
+# Only behind tasks known to be short: a task lined up behind a long one would
+# wait for it even if another worker came free (or forever, behind one that
+# waits for something the caller does only later).
+_PIPELINE_MAX_TASK_S = 0.005
 
 
 class ObjectEntry:
@@ -60,14 +68,14 @@ class TaskRecord:
     """A task, an actor's creation (``spec.method == "__init__"``) or an actor method call."""
 
     __slots__ = (
-        "spec", "owner", "demand", "seq", "unresolved", "worker", "allocation", "retries_left",
-        "parent", "cancelled", "done",
+        "spec", "owner", "demand", "shape", "seq", "unresolved", "worker", "allocation", "retries_left",
+        "parent", "cancelled", "done", "started_at",
     )
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
         self.spec = spec
         self.owner = owner
-        self.demand = demand_of(spec.resources)
+        self.demand, self.shape = shape_of(spec.resources)
         self.seq = seq
         self.unresolved = 0
         self.worker: WorkerState | None = None
@@ -76,6 +84,7 @@ class TaskRecord:
         self.parent: bytes | None = None  # the task that submitted this one, if any
         self.cancelled = False
         self.done = False
+        self.started_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
@@ -126,13 +135,15 @@ class ClientState:
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "process", "client", "task", "loaded", "blocked", "actor")
+    __slots__ = ("worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor")
 
     def __init__(self, worker_id: int, process: Any) -> None:
         self.worker_id = worker_id
         self.process = process
         self.client: ClientState | None = None
         self.task: TaskRecord | None = None
+        # Tasks sent ahead of time, run when ``task`` ends, inheriting its allocation.
+        self.queued: deque[TaskRecord] = deque()
         self.loaded: set[bytes] = set()
         self.blocked = False
         self.actor: ActorState | None = None  # set once the worker is dedicated to an actor
@@ -159,6 +170,7 @@ class Node:
         self.running: dict[bytes, TaskRecord] = {}
         self.pending: dict[bytes, TaskRecord] = {}  # every task not finished yet, by id
         self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
+        self.durations: dict[bytes, float] = {}  # function id -> moving average run time
         self.actors: dict[bytes, ActorState] = {}
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
@@ -483,6 +495,9 @@ class Node:
         for object_id in spec.return_ids():
             entry = self.objects[object_id] = ObjectEntry()
             entry.refcount = 1
+            # The submitter gets the results unasked (it is their owner, as in Ray):
+            # a get() right after remote() then needs no message of its own.
+            entry.subscribers = [client]
             client.held.add(object_id)
         for object_id in spec.args.contained:
             self._incref(object_id)
@@ -533,16 +548,56 @@ class Node:
     def _schedule(self) -> None:
         self._schedule_needed = False
         idle = [w for w in self.workers.values() if w.client is not None and w.task is None and w.actor is None]
+        grown = False
         for tasks in self.ready.heads():
             while tasks:
                 task = tasks[0]
-                if not self.ledger.fits(task.demand):
+                fits = self.ledger.fits(task.demand)
+                if fits and idle:
+                    self.ready.pop_from(tasks)
+                    self._start(task, idle.pop())
+                    continue
+                if fits:
+                    # Resources are free but no worker is: start more. Meanwhile
+                    # the task waits, so that free CPUs mean parallel tasks.
+                    if not grown:
+                        self._grow_pool()
+                        grown = True
                     break
-                if not idle:
-                    self._grow_pool()
-                    return
+                # Resources are all taken: line the task up behind a running one of
+                # the same shape, so that its worker starts it the moment the
+                # current one ends (Ray reuses a worker lease the same way).
+                worker = self._pipeline_target(task)
+                if worker is None:
+                    break
                 self.ready.pop_from(tasks)
-                self._start(task, idle.pop())
+                self._queue_behind(task, worker)
+
+    def _pipeline_target(self, task: TaskRecord) -> WorkerState | None:
+        if task.spec.actor_id is not None:
+            return None  # an actor's creation takes its worker for good: never lined up
+        now = time.monotonic()
+        for worker in self.workers.values():
+            running = worker.task
+            if (
+                running is not None
+                and self.durations.get(running.spec.function_id, 1.0) < _PIPELINE_MAX_TASK_S
+                and now - running.started_at < _PIPELINE_MAX_TASK_S
+                and len(worker.queued) < _PIPELINE_DEPTH
+                and not worker.blocked
+                and worker.actor is None
+                and worker.client is not None
+                and running.shape == task.shape
+                and running.allocation is not None
+            ):
+                return worker
+        return None
+
+    def _queue_behind(self, task: TaskRecord, worker: WorkerState) -> None:
+        task.worker = worker
+        worker.queued.append(task)
+        self.running[task.spec.task_id] = task
+        self._send_task(task, worker, worker.task.allocation.gpu_ids)  # type: ignore[union-attr]
 
     def _grow_pool(self) -> None:
         """Start workers for the ready tasks that resources allow to run now."""
@@ -573,11 +628,15 @@ class Node:
         self._selector.register(process.sentinel, selectors.EVENT_READ, lambda _m: self._on_worker_exit(worker))
 
     def _start(self, task: TaskRecord, worker: WorkerState) -> None:
-        spec = task.spec
         task.allocation = self.ledger.acquire(task.demand)
         task.worker = worker
+        task.started_at = time.monotonic()
         worker.task = task
-        self.running[spec.task_id] = task
+        self.running[task.spec.task_id] = task
+        self._send_task(task, worker, task.allocation.gpu_ids)
+
+    def _send_task(self, task: TaskRecord, worker: WorkerState, gpu_ids: list[int]) -> None:
+        spec = task.spec
         function_bytes = None
         if spec.function_id not in worker.loaded:
             function_bytes = self.functions[spec.function_id]
@@ -588,10 +647,10 @@ class Node:
             actor = self.actors[spec.actor_id]  # type: ignore[index]
             actor.worker = worker
             worker.actor = actor
-            message = (P.BECOME_ACTOR, actor.spec._replace(function_bytes=None), function_bytes, deps, task.allocation.gpu_ids)
+            message = (P.BECOME_ACTOR, actor.spec._replace(function_bytes=None), function_bytes, deps, gpu_ids)
             self._send(worker.client, message)
             return
-        self._send(worker.client, (P.EXECUTE, spec, function_bytes, deps, task.allocation.gpu_ids))
+        self._send(worker.client, (P.EXECUTE, spec, function_bytes, deps, gpu_ids))
 
     def _on_done(self, client: ClientState, message: tuple[Any, ...]) -> None:
         _, task_id, payloads, retryable = message
@@ -600,9 +659,20 @@ class Node:
             self._on_actor_call_done(worker.actor, task_id, payloads)
             return
         task = self.running.pop(task_id, None)
-        if worker is not None:
-            worker.task = None
+        if worker is not None and task is not None and worker.task is task:
             worker.blocked = False
+            worker.task = None
+            now = time.monotonic()
+            took = now - task.started_at
+            average = self.durations.get(task.spec.function_id)
+            self.durations[task.spec.function_id] = took if average is None else 0.8 * average + 0.2 * took
+            if worker.queued:
+                # The next task lined up on this worker has already started: it
+                # inherits the allocation (same shape), nothing to release or acquire.
+                successor = worker.queued.popleft()
+                successor.allocation, task.allocation = task.allocation, None
+                successor.started_at = now
+                worker.task = successor
         if task is None:
             for payload in payloads:
                 self.store.release_unowned(payload)
@@ -652,10 +722,21 @@ class Node:
 
     def _on_blocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
-        if worker is not None and worker.task is not None and worker.task.allocation is not None:
+        if worker is None:
+            return
+        # Tasks lined up behind a blocked one might be what it waits for: take
+        # them back. The worker runs nothing more until it has read this answer.
+        revoked = list(worker.queued)
+        worker.queued.clear()
+        for task in reversed(revoked):
+            task.worker = None
+            self.running.pop(task.spec.task_id, None)
+            self.ready.push(task, front=True)
+        self._send(client, (P.REVOKED, [t.spec.task_id for t in revoked]))
+        if worker.task is not None and worker.task.allocation is not None:
             worker.blocked = True
             self.ledger.lend_cpus(worker.task.allocation)
-            self._schedule_needed = True
+        self._schedule_needed = True
 
     def _on_unblocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
@@ -669,10 +750,22 @@ class Node:
         process.join(0)
         self.workers.pop(worker.worker_id, None)
         if worker.client is not None:
+            # What it wrote before dying (a DONE, say) still counts.
+            for _ in range(64):
+                if worker.client.closed:
+                    break
+                self._on_client_io(worker.client, selectors.EVENT_READ)
             self._disconnect(worker.client)
         if worker.actor is not None and not self._stopping:
             self._on_actor_process_exit(worker.actor, worker, process.exitcode)
             return
+        for queued in reversed(worker.queued):
+            # Lined up but never started: back in line, no retry used.
+            queued.worker = None
+            self.running.pop(queued.spec.task_id, None)
+            if not self._stopping:
+                self.ready.push(queued, front=True)
+        worker.queued.clear()
         task = worker.task
         if task is None or self._stopping:
             self._schedule_needed = True
@@ -922,6 +1015,12 @@ class Node:
         if worker is None:
             # Queued (ready, or waiting for its arguments): it will never run.
             self.ready.remove(task)
+            self._finish(task, [])
+        elif task in worker.queued:
+            # Lined up on a worker but not started: it will skip it.
+            worker.queued.remove(task)
+            self.running.pop(spec.task_id, None)
+            self._send(worker.client, (P.CANCEL, spec.task_id))  # type: ignore[arg-type]
             self._finish(task, [])
         elif force:
             worker.process.kill()  # its exit reports the task as cancelled, not retried

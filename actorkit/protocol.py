@@ -52,6 +52,7 @@ EXIT = 23  # (EXIT,) the worker should exit
 BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: payload}, gpu_ids)
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
 CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
+REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
 
 
 class ChannelClosed(ConnectionError):

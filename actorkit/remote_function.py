@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
+from . import payload as payload_codec
 from . import runtime
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
+from .serialization import dumps, serialize
+from .task_spec import ArgRef, TaskSpec
 
 _DEFAULT_MAX_RETRIES = 3
 
@@ -68,8 +71,6 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
-        from .task_spec import TaskSpec
-
         client = runtime.current_client()
         export = self._export
         function_bytes = function_bytes_to_send(client, export, self._function)
@@ -103,8 +104,6 @@ def function_bytes_to_send(client: Any, export: _Export, target: Any) -> bytes |
     if not client.needs_export(export.function_id):
         return None
     if export.pickled is None:
-        from .serialization import dumps
-
         export.pickled = dumps(target)
     return export.pickled
 
@@ -133,10 +132,6 @@ def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], client: Any)
     as in Ray: written once into shared memory, read without a copy.
     """
     global _NO_ARGS
-    from . import payload as payload_codec
-    from .serialization import serialize
-    from .task_spec import ArgRef
-
     if not args and not kwargs:
         if _NO_ARGS is None:
             _NO_ARGS = payload_codec.encode(([], {}), client.session)

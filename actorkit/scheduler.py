@@ -29,6 +29,22 @@ def demand_of(resources: dict[str, float]) -> Demand:
     return {name: to_units(amount) for name, amount in resources.items() if amount}
 
 
+_shapes: dict[tuple[tuple[str, float], ...], tuple[Demand, tuple[tuple[str, int], ...]]] = {}
+
+
+def shape_of(resources: dict[str, float]) -> tuple[Demand, tuple[tuple[str, int], ...]]:
+    """A task's demand in fixed point, and a hashable key for tasks of that shape.
+
+    Most tasks share a few shapes, so both are computed once per shape.
+    """
+    key = tuple(resources.items())
+    shape = _shapes.get(key)
+    if shape is None:
+        demand = demand_of(resources)
+        shape = _shapes[key] = (demand, tuple(sorted(demand.items())))
+    return shape
+
+
 class Allocation:
     """What one task or actor holds: its demand and the GPU slots it got."""
 
@@ -138,8 +154,9 @@ class ReadyQueue:
         return self._count
 
     def push(self, task: Any, front: bool = False) -> None:
-        shape = tuple(sorted(task.demand.items()))
-        tasks = self._by_shape.setdefault(shape, deque())
+        tasks = self._by_shape.get(task.shape)
+        if tasks is None:
+            tasks = self._by_shape[task.shape] = deque()
         if front:
             tasks.appendleft(task)
         else:

@@ -385,7 +385,8 @@ def _serve(executor: TaskExecutor, inbox: queue.SimpleQueue[tuple[Any, ...] | No
         if message is None:
             return
         if message[0] == P.EXECUTE:
-            executor.run(message)
+            if not executor.client.was_revoked(message[1].task_id):
+                executor.run(message)
         elif message[0] == P.BECOME_ACTOR:
             if not executor.become_actor(message):
                 return

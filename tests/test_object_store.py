@@ -7,10 +7,10 @@ import enum
 import gc
 import hashlib
 import os
-import pickle
 import stat
 import threading
 
+import cloudpickle
 import numpy as np
 import pytest
 
@@ -302,8 +302,8 @@ def test_dill_is_tried_when_cloudpickle_fails(ray_start_shared):
             self.lock = threading.Lock()
             self.n = 5
 
-    with pytest.raises(TypeError):
-        pickle.dumps(WithLock())
+    with pytest.raises(TypeError, match="lock"):
+        cloudpickle.dumps(WithLock())
     assert ray.get(ray.put(WithLock())).n == 5
 
 
