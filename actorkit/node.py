@@ -52,6 +52,8 @@ _PIPELINE_DEPTH = 2
 # wait for it even if another worker came free (or forever, behind one that
 # waits for something the caller does only later).
 _PIPELINE_MAX_TASK_S = 0.005
+# Idle workers beyond the warm pool (one per CPU) exit after this long.
+IDLE_WORKER_TIMEOUT_S = 5.0
 
 
 class ObjectEntry:
@@ -135,7 +137,10 @@ class ClientState:
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor")
+    __slots__ = (
+        "worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor",
+        "calls", "retiring", "idle_since",
+    )
 
     def __init__(self, worker_id: int, process: Any) -> None:
         self.worker_id = worker_id
@@ -147,6 +152,9 @@ class WorkerState:
         self.loaded: set[bytes] = set()
         self.blocked = False
         self.actor: ActorState | None = None  # set once the worker is dedicated to an actor
+        self.calls: dict[bytes, int] = {}  # function id -> calls, for max_calls
+        self.retiring = False  # told to exit: takes no more work
+        self.idle_since = time.monotonic()
 
     def __repr__(self) -> str:
         pid = self.process.pid
@@ -266,10 +274,11 @@ class Node:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                for key, mask in self._selector.select():
+                for key, mask in self._selector.select(self._idle_timeout()):
                     key.data(mask)
                 if self._schedule_needed:
                     self._schedule()
+                self._retire_idle_workers()
                 self._flush()
         except BaseException:
             traceback.print_exc()
@@ -547,7 +556,7 @@ class Node:
 
     def _schedule(self) -> None:
         self._schedule_needed = False
-        idle = [w for w in self.workers.values() if w.client is not None and w.task is None and w.actor is None]
+        idle = [w for w in self.workers.values() if self._is_idle(w)]
         grown = False
         for tasks in self.ready.heads():
             while tasks:
@@ -573,8 +582,38 @@ class Node:
                 self.ready.pop_from(tasks)
                 self._queue_behind(task, worker)
 
+    @staticmethod
+    def _is_idle(worker: WorkerState) -> bool:
+        return worker.client is not None and worker.task is None and worker.actor is None and not worker.retiring
+
+    def _idle_timeout(self) -> float | None:
+        """How long the loop may sleep before an idle worker beyond the warm pool is due to exit."""
+        surplus = self._surplus_idle_workers()
+        if not surplus:
+            return None
+        return max(0.0, min(w.idle_since for w in surplus) + IDLE_WORKER_TIMEOUT_S - time.monotonic())
+
+    def _surplus_idle_workers(self) -> list[WorkerState]:
+        warm = max(int(self.ledger.total.get("CPU", 0) // 10_000), 1)
+        pool = [w for w in self.workers.values() if w.actor is None and not w.retiring]
+        if len(pool) <= warm:
+            return []
+        idle = sorted((w for w in pool if self._is_idle(w)), key=lambda w: w.idle_since)
+        return idle[: len(pool) - warm]
+
+    def _retire_idle_workers(self) -> None:
+        now = time.monotonic()
+        for worker in self._surplus_idle_workers():
+            if now - worker.idle_since >= IDLE_WORKER_TIMEOUT_S:
+                self._retire(worker)
+
+    def _retire(self, worker: WorkerState) -> None:
+        worker.retiring = True
+        if worker.client is not None:
+            self._send(worker.client, (P.EXIT,))
+
     def _pipeline_target(self, task: TaskRecord) -> WorkerState | None:
-        if task.spec.actor_id is not None:
+        if task.spec.actor_id is not None or task.spec.max_calls:
             return None  # an actor's creation takes its worker for good: never lined up
         now = time.monotonic()
         for worker in self.workers.values():
@@ -585,6 +624,8 @@ class Node:
                 and now - running.started_at < _PIPELINE_MAX_TASK_S
                 and len(worker.queued) < _PIPELINE_DEPTH
                 and not worker.blocked
+                and not worker.retiring
+                and running.spec.max_calls == 0
                 and worker.actor is None
                 and worker.client is not None
                 and running.shape == task.shape
@@ -673,6 +714,12 @@ class Node:
                 successor.allocation, task.allocation = task.allocation, None
                 successor.started_at = now
                 worker.task = successor
+            else:
+                worker.idle_since = now
+            if task.spec.max_calls:
+                calls = worker.calls[task.spec.function_id] = worker.calls.get(task.spec.function_id, 0) + 1
+                if calls >= task.spec.max_calls:
+                    self._retire(worker)  # recycled, for code that leaks memory or GPU state
         if task is None:
             for payload in payloads:
                 self.store.release_unowned(payload)
@@ -733,16 +780,24 @@ class Node:
             self.running.pop(task.spec.task_id, None)
             self.ready.push(task, front=True)
         self._send(client, (P.REVOKED, [t.spec.task_id for t in revoked]))
-        if worker.task is not None and worker.task.allocation is not None:
+        allocation = worker.actor.allocation if worker.actor is not None else None
+        if worker.task is not None:
+            allocation = worker.task.allocation
+        if allocation is not None:
             worker.blocked = True
-            self.ledger.lend_cpus(worker.task.allocation)
+            self.ledger.lend_cpus(allocation)
         self._schedule_needed = True
 
     def _on_unblocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
-        if worker is not None and worker.task is not None and worker.task.allocation is not None:
+        if worker is None:
+            return
+        allocation = worker.task.allocation if worker.task is not None else None
+        if worker.actor is not None:
+            allocation = worker.actor.allocation
+        if allocation is not None:
             worker.blocked = False
-            self.ledger.reclaim_cpus(worker.task.allocation)
+            self.ledger.reclaim_cpus(allocation)
 
     def _on_worker_exit(self, worker: WorkerState) -> None:
         process = worker.process

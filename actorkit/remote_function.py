@@ -90,6 +90,7 @@ class RemoteFunction:
             max_retries=1 << 30 if max_retries == -1 else max_retries,
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
             runtime_env=options.get("runtime_env"),
+            max_calls=options.get("max_calls", 0),
         )
         refs = client.submit(spec)
         if self._num_returns == 1:

@@ -231,6 +231,7 @@ def _validated_resources(
         totals["CPU" if name == "num_cpus" else "GPU"] = value
     if totals["GPU"] != int(totals["GPU"]):
         raise ValueError(f"init(num_gpus={num_gpus!r}): the number of GPUs must be whole")
+    totals["memory"] = max(_physical_memory() * 7 // 10, 0)
     if resources is not None and not isinstance(resources, dict):
         raise TypeError(f"init(resources={resources!r}): expected a dict of resource name -> amount")
     for name, amount in (resources or {}).items():
@@ -248,13 +249,16 @@ def _validated_resources(
     return totals
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
 def _validated_store_memory(object_store_memory: Any) -> int:
     if object_store_memory is None:
-        try:
-            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            physical = 8 << 30
-        return int(physical * 0.3)
+        return int(_physical_memory() * 0.3)
     if isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int):
         raise TypeError(f"init(object_store_memory={object_store_memory!r}): expected a number of bytes")
     if object_store_memory <= 0:

@@ -38,6 +38,7 @@ class TaskSpec(NamedTuple):
     runtime_env: dict[str, Any] | None
     actor_id: bytes | None = None  # set for an actor method call
     method: str | None = None  # the method called, for an actor method call
+    max_calls: int = 0  # retire the worker after this many calls of the function (0: never)
 
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]

@@ -105,7 +105,8 @@ class TaskExecutor:
         if self.actor_id is None:
             self.gpu_ids = gpu_ids
         saved_env = _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
-        self.client.in_task = self.actor_id is None
+        # A task, or a serial actor's call, lends its CPUs while it blocks in get().
+        self.client.in_task = self.actor_id is None or self.serial_actor
         try:
             self._call(message)
         finally:
