@@ -167,7 +167,7 @@ class WorkerState:
 class Node:
     """All state of one node, owned by its event loop thread."""
 
-    def __init__(self, config: NodeConfig, listener: Listener, workers: list[tuple[int, Any]]) -> None:
+    def __init__(self, config: NodeConfig, listeners: list[Listener], workers: list[tuple[int, Any]]) -> None:
         self.config = config
         self.ledger = ResourceLedger(config.resources)
         self.store = ObjectStore(config.session, config.object_store_memory, os.path.join(config.session_dir, "spill"))
@@ -197,7 +197,7 @@ class Node:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
-        self._listener = listener
+        self._listeners = listeners
         for worker_id, process in workers:
             self._adopt_worker(worker_id, process)
         self._handlers: dict[int, Callable[[ClientState, tuple[Any, ...]], None]] = {
@@ -235,7 +235,8 @@ class Node:
     # ------------------------------------------------------------ threads
 
     def start(self) -> None:
-        threading.Thread(target=self._accept_loop, name="actorkit-accept", daemon=True).start()
+        for listener in self._listeners:
+            threading.Thread(target=self._accept_loop, args=(listener,), name="actorkit-accept", daemon=True).start()
         threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -259,10 +260,10 @@ class Node:
         self.call_soon(run)
         return fut.result(timeout)
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: Listener) -> None:
         while not self._stopping:
             try:
-                conn = self._listener.accept()
+                conn = listener.accept()
             except Exception:
                 # A failed handshake (wrong key, peer gone) must not stop the listener.
                 if self._stopping:
@@ -349,7 +350,7 @@ class Node:
             for actor in list(self.actors.values()):
                 if actor.spec.job_id == client.job_id and not actor.spec.detached:
                     self._kill_actor(actor, "its driver exited")
-            if client.pid == self.config.owner_pid:
+            if client.pid == self.config.owner_pid and self.config.owner_pid:
                 # The driver that started this node is gone (even if killed): stop.
                 self._stopping = True
         elif client.worker is not None and client.worker.process.is_alive():
@@ -1169,10 +1170,11 @@ class Node:
                 worker.process.terminate()
         self._flush()
         _join_all([w.process for w in workers], timeout=2.0)
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+        for listener in self._listeners:
+            try:
+                listener.close()
+            except OSError:
+                pass
         self.store.clear()
         shm.unlink_session(self.config.session)
         self._stopped.set()
@@ -1223,9 +1225,15 @@ class NodeControl:
         return {
             "node_id": config.node_id,
             "session": config.session,
+            "session_dir": config.session_dir,
             "data_address": config.data_address,
+            "tcp_address": config.tcp_address,
+            "object_store_memory": config.object_store_memory,
             "pid": os.getpid(),
         }
+
+    def wait_stopped(self) -> None:
+        self._node._stopped.wait()
 
     def resources(self) -> dict[str, dict[str, float]]:
         return self._node.call(self._node.resources)

@@ -28,8 +28,9 @@ class NodeConfig(NamedTuple):
     authkey: bytes
     resources: dict[str, float]
     object_store_memory: int
-    owner_pid: int
+    owner_pid: int  # the driver whose exit stops the node; 0 for a node started by `actorkit start`
     prestart_workers: int = 0
+    tcp_address: tuple[str, int] | None = None  # also serve drivers over TCP here
 
     @property
     def data_address(self) -> str:
@@ -61,7 +62,9 @@ def serve(config: NodeConfig) -> None:
     """Manager initializer: runs in the new server process before it serves."""
     global _control
     set_process_name("actorkit:node")
-    listener = Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)
+    listeners = [Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)]
+    if config.tcp_address is not None:
+        listeners.append(Listener(config.tcp_address, "AF_INET", backlog=128, authkey=config.authkey))
     workers = [(i, spawn_worker(config, i)) for i in range(1, config.prestart_workers + 1)]
 
     def build() -> None:
@@ -69,13 +72,20 @@ def serve(config: NodeConfig) -> None:
         try:
             from .node import Node, NodeControl
 
-            node = Node(config, listener, workers)
+            node = Node(config, listeners, workers)
             _control = NodeControl(node)
             node.start()
         finally:
             _control_ready.set()
 
     threading.Thread(target=build, name="actorkit-node-start", daemon=True).start()
+
+
+def wait_until_stopped() -> None:
+    """Block until this process's node has stopped (for a node run in the foreground)."""
+    _control_ready.wait()
+    if _control is not None:
+        _control.wait_stopped()
 
 
 def spawn_worker(config: NodeConfig, worker_id: int) -> Any:

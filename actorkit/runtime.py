@@ -201,11 +201,16 @@ def init(
                 "by passing in 'ignore_reinit_error=True' or by calling 'actorkit.shutdown()' "
                 "prior to 'actorkit.init()'."
             )
-        if address is not None:
-            raise ValueError(
-                f"init(address={address!r}): connecting to a running cluster is not supported "
-                f"yet; call init() without an address to start a local node"
-            )
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
+        if address is not None and address not in ("local",):
+            if num_cpus is not None or num_gpus is not None or resources:
+                raise ValueError(
+                    "init(address=...) joins a running node, whose resources are set by "
+                    "`actorkit start`; do not pass num_cpus, num_gpus or resources with it"
+                )
+            _driver, _client = _connect_to_cluster(address, namespace, log_to_driver)
+            return dict(_driver.node_info)
         totals = _validated_resources(num_cpus, num_gpus, resources)
         store_memory = _validated_store_memory(object_store_memory)
         if namespace is not None and not isinstance(namespace, str):
@@ -266,6 +271,47 @@ def _validated_store_memory(object_store_memory: Any) -> int:
     return object_store_memory
 
 
+def session_root(temp_dir: str | None = None) -> str:
+    """The directory holding this user's sessions (and the local cluster's files)."""
+    root = os.path.join(temp_dir or tempfile.gettempdir(), f"actorkit-{os.getuid()}")
+    if len(root) > 60 and os.path.isdir("/tmp"):
+        # Unix socket paths are limited to ~100 bytes: keep session paths short.
+        root = f"/tmp/actorkit-{os.getuid()}"
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    return root
+
+
+def new_node_config(
+    totals: dict[str, float], store_memory: int, owner_pid: int, temp_dir: str | None = None, **extra: Any
+) -> Any:
+    """A fresh session directory and the configuration of a node serving it."""
+    from .node_process import NodeConfig
+
+    root = session_root(temp_dir)
+    _remove_dead_sessions(root)
+    session = os.urandom(4).hex()
+    return NodeConfig(
+        node_id=os.urandom(14).hex(),
+        session=session,
+        session_dir=tempfile.mkdtemp(prefix=f"session-{session}-", dir=root),
+        authkey=os.urandom(32),
+        resources=totals,
+        object_store_memory=store_memory,
+        owner_pid=owner_pid,
+        # One worker now for a fast first task; the rest start on demand.
+        prestart_workers=1 if totals["CPU"] >= 1 else 0,
+        **extra,
+    )
+
+
+def write_pids(session_dir: str, driver_pid: int, node_pid: int) -> None:
+    # Written whole or not at all: another driver's init() may be reading it.
+    pids_tmp = os.path.join(session_dir, "pids.tmp")
+    with open(pids_tmp, "w") as f:
+        f.write(f"{driver_pid} {node_pid}\n")
+    os.replace(pids_tmp, os.path.join(session_dir, "pids"))
+
+
 def _start_local_node(
     totals: dict[str, float],
     store_memory: int,
@@ -275,68 +321,94 @@ def _start_local_node(
 ) -> tuple[Driver, Client]:
     import multiprocessing
 
-    from . import protocol as P
-    from .client import Client
-    from .logs import LogPrinter
-    from .node_process import NodeConfig, NodeManager, serve
+    from .node_process import NodeManager, serve
     from .procutil import main_module_hidden
 
-    root = os.path.join(temp_dir or tempfile.gettempdir(), f"actorkit-{os.getuid()}")
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    _remove_dead_sessions(root)
-    session = os.urandom(4).hex()
-    session_dir = tempfile.mkdtemp(prefix=f"session-{session}-", dir=root)
-    authkey = os.urandom(32)
-    config = NodeConfig(
-        node_id=os.urandom(14).hex(),
-        session=session,
-        session_dir=session_dir,
-        authkey=authkey,
-        resources=totals,
-        object_store_memory=store_memory,
-        owner_pid=os.getpid(),
-        # One worker now for a fast first task; the rest start on demand.
-        prestart_workers=1 if totals["CPU"] >= 1 else 0,
-    )
+    config = new_node_config(totals, store_memory, os.getpid(), temp_dir)
     manager = NodeManager(
         address=config.manager_address,
-        authkey=authkey,
+        authkey=config.authkey,
         ctx=multiprocessing.get_context("spawn"),
     )
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
-    # Written whole or not at all: another driver's init() may be reading it.
-    pids_tmp = os.path.join(session_dir, "pids.tmp")
-    with open(pids_tmp, "w") as f:
-        f.write(f"{os.getpid()} {manager._process.pid}\n")  # type: ignore[attr-defined]
-    os.replace(pids_tmp, os.path.join(session_dir, "pids"))
-    try:
-        printer = LogPrinter() if log_to_driver else None
-        job_id = os.urandom(4)
-        channel = P.Channel(P.connect(config.data_address, authkey))
-        # Without a namespace a driver gets an anonymous one of its own, as in Ray.
-        namespace = namespace or f"anonymous-{job_id.hex()}"
-        client = Client(
-            channel,
-            session=session,
-            job_id=job_id,
-            role="driver",
-            namespace=namespace,
-            store_capacity=store_memory,
-            on_message=_driver_message_handler(printer),
-        )
-    except BaseException:
-        manager.shutdown()
-        shutil.rmtree(session_dir, ignore_errors=True)
-        raise
+    write_pids(config.session_dir, os.getpid(), manager._process.pid)  # type: ignore[attr-defined]
     info = {
         "node_id": config.node_id,
-        "session": session,
-        "session_dir": session_dir,
-        "address": config.data_address,
+        "session": config.session,
+        "session_dir": config.session_dir,
+        "data_address": config.data_address,
+        "tcp_address": None,
+        "object_store_memory": store_memory,
     }
-    driver = Driver(manager, info, session_dir, True, namespace, printer)
-    return driver, client
+    try:
+        return _connect_driver(manager, config.authkey, info, namespace, log_to_driver, owns_node=True)
+    except BaseException:
+        manager.shutdown()
+        shutil.rmtree(config.session_dir, ignore_errors=True)
+        raise
+
+
+def _connect_driver(
+    manager: NodeManager,
+    authkey: bytes,
+    info: dict[str, Any],
+    namespace: str | None,
+    log_to_driver: bool,
+    owns_node: bool,
+) -> tuple[Driver, Client]:
+    from . import protocol as P
+    from .client import Client
+    from .logs import LogPrinter
+
+    address: Any = info["data_address"]
+    if not os.path.exists(address) and info.get("tcp_address"):
+        address = tuple(info["tcp_address"])  # another machine: TCP
+    printer = LogPrinter() if log_to_driver else None
+    job_id = os.urandom(4)
+    # Without a namespace a driver gets an anonymous one of its own, as in Ray.
+    namespace = namespace or f"anonymous-{job_id.hex()}"
+    client = Client(
+        P.Channel(P.connect(address, authkey)),
+        session=info["session"],
+        job_id=job_id,
+        role="driver",
+        namespace=namespace,
+        store_capacity=info["object_store_memory"],
+        on_message=_driver_message_handler(printer),
+    )
+    node_info = {
+        "node_id": info["node_id"],
+        "session": info["session"],
+        "session_dir": info["session_dir"],
+        "address": address,
+    }
+    return Driver(manager, node_info, info["session_dir"], owns_node, namespace, printer), client
+
+
+def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool) -> tuple[Driver, Client]:
+    """Join a running node (``actorkit start --head``) as a driver."""
+    from multiprocessing import AuthenticationError
+
+    from .cluster import find_cluster
+
+    manager_address, authkey = find_cluster(address)
+    from .node_process import NodeManager
+
+    manager = NodeManager(address=manager_address, authkey=authkey)
+    try:
+        manager.connect()
+        info = manager.node().info()  # type: ignore[attr-defined]
+    except AuthenticationError:
+        raise ConnectionError(
+            f"the node at {address} refused this cluster key: set ACTORKIT_AUTHKEY or "
+            f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
+        ) from None
+    except OSError as e:
+        raise ConnectionError(
+            f"cannot reach an actorkit node at {address}: {e}. Start one with `actorkit start --head`."
+        ) from None
+    return _connect_driver(manager, authkey, info, namespace, log_to_driver, owns_node=False)
 
 
 def _remove_dead_sessions(root: str) -> None:

@@ -1,0 +1,46 @@
+"""The command line: ``actorkit start|stop|status`` (also ``python -m actorkit``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="actorkit", description="Run an actorkit node that drivers can join.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="start a node server")
+    start.add_argument("--head", action="store_true", help="start the head node (required for now)")
+    start.add_argument("--address", help="join the head node at HOST:PORT (not supported yet)")
+    start.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    start.add_argument("--port", type=int, help="TCP port for drivers (the next port carries data); default: unix socket only")
+    start.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
+    start.add_argument("--num-gpus", type=float, help="GPUs to offer (default: 0)")
+    start.add_argument("--resources", type=json.loads, help='custom resources as JSON, e.g. \'{"node_a": 1}\'')
+    start.add_argument("--object-store-memory", type=int, help="bytes of shared memory for objects")
+    start.add_argument("--block", action="store_true", help="stay in the foreground")
+    commands.add_parser("stop", help="stop the node started on this machine")
+    status = commands.add_parser("status", help="show nodes, resources and their use")
+    status.add_argument("--address", default="auto")
+    args = parser.parse_args(argv)
+
+    from . import cluster
+
+    if args.command == "stop":
+        return cluster.stop_local_cluster()
+    if args.command == "status":
+        return cluster.print_status(args.address)
+    if args.address:
+        parser.error("joining a head node (--address) is not supported yet: start a single --head node")
+    if not args.head:
+        parser.error("start needs --head")
+    if not args.block:
+        return cluster.start_head_in_background(sys.argv[1:] if argv is None else argv)
+    num_cpus = int(args.num_cpus) if args.num_cpus is not None and args.num_cpus == int(args.num_cpus) else args.num_cpus
+    cluster.run_head(num_cpus, args.num_gpus, args.resources, args.host, args.port, args.object_store_memory)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""A node that outlives its drivers: ``actorkit start --head``, ``stop``, ``status``.
+
+``actorkit start --head`` runs a node server with no owning driver; drivers
+join it with ``actorkit.init(address="auto")`` (this machine) or
+``init(address="HOST:PORT")``.  The node writes where it listens to
+``cluster.json`` and its key (32 random bytes) to ``cluster.key`` (mode 0600)
+in this user's actorkit directory; a driver elsewhere gets the key through
+``ACTORKIT_AUTHKEY`` (hex) or ``ACTORKIT_AUTHKEY_FILE``.  Every connection
+passes multiprocessing's HMAC challenge with that key before anything is
+unpickled.  The node listens on loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from . import runtime
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _files(temp_dir: str | None = None) -> tuple[str, str]:
+    root = runtime.session_root(temp_dir)
+    return os.path.join(root, "cluster.json"), os.path.join(root, "cluster.key")
+
+
+def _key_from_environment() -> bytes | None:
+    if os.environ.get("ACTORKIT_AUTHKEY"):
+        return bytes.fromhex(os.environ["ACTORKIT_AUTHKEY"])
+    if os.environ.get("ACTORKIT_AUTHKEY_FILE"):
+        with open(os.environ["ACTORKIT_AUTHKEY_FILE"], "rb") as f:
+            return f.read()
+    return None
+
+
+def read_local_cluster() -> dict[str, Any] | None:
+    """The node started on this machine by ``actorkit start``, if any."""
+    path, key_path = _files()
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        with open(key_path, "rb") as f:
+            info["authkey"] = f.read()
+    except (OSError, ValueError):
+        return None
+    return info
+
+
+def find_cluster(address: str) -> tuple[Any, bytes]:
+    """The Manager address and key of the node ``address`` names ("auto" or "HOST:PORT")."""
+    local = read_local_cluster()
+    key = _key_from_environment()
+    if address == "auto":
+        if local is None:
+            raise ConnectionError(
+                "init(address='auto') found no node started on this machine; start one with "
+                "`actorkit start --head`, or call init() without an address for a private one"
+            )
+        manager = local["manager_address"]
+        return (tuple(manager) if isinstance(manager, list) else manager), key or local["authkey"]
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
+    if key is None:
+        if local is None:
+            raise ConnectionError(
+                f"no key for the cluster at {address}: set ACTORKIT_AUTHKEY (hex) or "
+                f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
+            )
+        key = local["authkey"]
+    return (host, int(port)), key
+
+
+def run_head(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    host: str,
+    port: int | None,
+    object_store_memory: int | None,
+) -> None:
+    """Run a head node in this process until ``actorkit stop`` or a signal."""
+    from .node_process import NodeManager, serve, wait_until_stopped
+    from .procutil import set_process_name
+
+    if read_local_cluster() is not None and _node_alive(read_local_cluster()):  # type: ignore[arg-type]
+        raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
+    totals = runtime._validated_resources(num_cpus, num_gpus, resources)
+    store_memory = runtime._validated_store_memory(object_store_memory)
+    tcp = (host, port + 1) if port is not None else None
+    config = runtime.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
+    manager_address: Any = (host, port) if port is not None else config.manager_address
+    set_process_name("actorkit:node")
+    server = NodeManager(address=manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
+    serve(config)
+    runtime.write_pids(config.session_dir, os.getpid(), os.getpid())
+    info_path, key_path = _files()
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(config.authkey)
+    with open(info_path + ".tmp", "w") as f:
+        json.dump({"manager_address": manager_address, "pid": os.getpid(), "session_dir": config.session_dir}, f)
+    os.replace(info_path + ".tmp", info_path)
+    threading.Thread(target=server.serve_forever, name="actorkit-manager", daemon=True).start()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    where = f"{host}:{port}" if port is not None else "this machine (unix socket)"
+    print(f"actorkit node {config.node_id[:8]} listening on {where}", flush=True)
+    if port is not None and host not in _LOOPBACK:
+        print(
+            f"warning: listening on {host}, beyond this machine: anyone who can reach it and "
+            f"holds the key in {key_path} can run code here",
+            file=sys.stderr,
+            flush=True,
+        )
+    print("ready", flush=True)
+    try:
+        wait_until_stopped()
+    except KeyboardInterrupt:
+        from .node_process import _control
+
+        if _control is not None:
+            _control.stop()
+    finally:
+        for path in (info_path, key_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        import shutil
+
+        server.listener.close()  # removes its socket file, before the directory goes
+        shutil.rmtree(config.session_dir, ignore_errors=True)
+
+
+def start_head_in_background(argv: list[str]) -> int:
+    """Start ``actorkit start --head --block`` detached; return once it is ready.
+
+    The node's own output goes to ``head.log`` beside the cluster files: it
+    must not hold the terminal (or a caller's pipes) open after this returns.
+    """
+    log_path = os.path.join(runtime.session_root(), "head.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actorkit", *argv, "--block"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+        )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        if line.strip() == "ready":
+            break
+        lines.append(line.rstrip())
+    else:
+        proc.wait()
+        print("\n".join(lines))
+        print(f"the node failed to start (exit code {proc.returncode}); see {log_path}", file=sys.stderr)
+        return 1
+    proc.stdout.close()
+    print("\n".join(lines))
+    print("Connect with:  actorkit.init(address='auto')   Stop with:  actorkit stop")
+    return 0
+
+
+def _node_alive(info: dict[str, Any]) -> bool:
+    try:
+        os.kill(info["pid"], 0)
+    except (ProcessLookupError, KeyError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_local_cluster() -> int:
+    """Stop the node started on this machine by ``actorkit start``."""
+    info = read_local_cluster()
+    if info is None or not _node_alive(info):
+        print("no actorkit node started by `actorkit start` runs on this machine")
+        for path in _files():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return 0
+    os.kill(info["pid"], signal.SIGTERM)
+    if not _wait_for_exit(info["pid"], 10):
+        os.kill(info["pid"], signal.SIGKILL)
+    print(f"stopped the actorkit node (pid {info['pid']})")
+    return 0
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def print_status(address: str) -> int:
+    """Print the nodes of the cluster, their resources and their use."""
+    import actorkit
+
+    actorkit.init(address=address, log_to_driver=False)
+    try:
+        for node in actorkit.nodes():
+            print(f"node {node['NodeID'][:12]}  alive={node['Alive']}  {node['NodeManagerHostname']}")
+        total, available = actorkit.cluster_resources(), actorkit.available_resources()
+        for name, amount in sorted(total.items()):
+            used = amount - available.get(name, 0)
+            if name == "memory":
+                print(f"  {name:24s} {used / 2**30:8.1f} / {amount / 2**30:.1f} GiB")
+            else:
+                print(f"  {name:24s} {used:8g} / {amount:g}")
+        stats = runtime.control().stats()
+        print(
+            f"  workers {stats['workers']}  objects {stats['objects']}  "
+            f"tasks finished {stats['tasks_finished']}  store {stats['store_used'] / 2**20:.0f} MiB"
+        )
+    finally:
+        actorkit.shutdown()
+    return 0

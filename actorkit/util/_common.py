@@ -1,0 +1,78 @@
+"""Helpers shared by the utilities (private).
+
+* ``ensure_initialized``: the utilities start a local node on first use, as
+  ``remote()`` calls do, so that a ``multiprocessing.Pool`` replacement works
+  in a script that never calls ``init()``.
+* ``RemoteTraceback`` and ``unwrap_task_error``: the drop-ins for the standard
+  library (``Pool``, ``Executor``) raise what the standard library raises: the
+  original exception, with the remote traceback chained as ``__cause__``.
+* ``cluster_cpus``: the default number of processes of a pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import actorkit
+from actorkit.exceptions import TaskError
+
+
+def ensure_initialized(address: str | None = None) -> None:
+    """Connect this process to a node, starting a local one if needed."""
+    if actorkit.is_initialized():
+        return
+    if address is not None:
+        actorkit.init(address=address)
+    else:
+        actorkit.init()
+
+
+def cluster_cpus() -> int:
+    """The whole number of CPUs of the cluster, at least 1."""
+    return max(1, int(actorkit.cluster_resources().get("CPU", 1)))
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in another process, as text.
+
+    Chained as ``__cause__`` of the re-raised exception, as ``multiprocessing``
+    and ``concurrent.futures`` do, so that the remote frames are printed too.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def with_remote_traceback(error: BaseException, tb: str) -> BaseException:
+    """``error`` with ``tb`` chained as its cause (what a drop-in re-raises)."""
+    if tb:
+        error.__cause__ = RemoteTraceback(f'\n"""\n{tb.rstrip()}\n"""')
+    return error
+
+
+def unwrap_task_error(error: BaseException) -> BaseException:
+    """The exception the user's function raised, when ``error`` carries it.
+
+    ``get()`` raises ``TaskError`` (also an instance of the original class);
+    the standard library's pools raise the original exception itself, with
+    the remote traceback as its cause.  Errors of actorkit's own (a dead
+    worker, a cancelled task) are returned unchanged.
+    """
+    if isinstance(error, TaskError) and error.cause is not None:
+        cause = error.cause
+        if isinstance(cause, TaskError):  # nested: unwrap once more
+            return unwrap_task_error(cause)
+        return with_remote_traceback(cause, error.traceback_str)
+    return error
+
+
+def describe_callable(fn: Any) -> str:
+    """A short name for ``fn`` in reprs and task names."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return type(fn).__qualname__
+    return str(name)
