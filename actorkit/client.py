@@ -527,10 +527,8 @@ class Client:
         """Disconnect; waiters get an error, later calls a clear one."""
         if self.closed:
             return
-        try:
-            self._send([])  # the last reference-count updates
-        except BaseException:
-            pass
+        # Nothing more is sent: the node drops this process's references when
+        # it disconnects, and a send could block behind a node that has stopped.
         self.closed = True
         self._fail(RuntimeError("actorkit was shut down while waiting"))
         self._releases.put(_STOP)

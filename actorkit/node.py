@@ -71,7 +71,7 @@ class TaskRecord:
 
     __slots__ = (
         "spec", "owner", "demand", "shape", "seq", "unresolved", "worker", "allocation", "retries_left",
-        "parent", "cancelled", "done", "started_at",
+        "parent", "depth", "cancelled", "done", "started_at",
     )
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
@@ -84,6 +84,7 @@ class TaskRecord:
         self.allocation: Allocation | None = None
         self.retries_left = spec.max_retries
         self.parent: bytes | None = None  # the task that submitted this one, if any
+        self.depth = 0  # how deeply nested: 0 for tasks a driver submitted
         self.cancelled = False
         self.done = False
         self.started_at = 0.0
@@ -501,6 +502,7 @@ class Node:
         submitter = client.worker
         if submitter is not None and submitter.task is not None and submitter.actor is None:
             task.parent = submitter.task.spec.task_id
+            task.depth = submitter.task.depth + 1
             self.children.setdefault(task.parent, []).append(spec.task_id)
         for object_id in spec.return_ids():
             entry = self.objects[object_id] = ObjectEntry()
@@ -1160,24 +1162,42 @@ class Node:
         self._stopped.wait(30)
 
     def _cleanup(self) -> None:
+        """Stop every worker, then remove every segment and file of the session.
+
+        Each step runs even if an earlier one fails (this also runs after a bug
+        has broken the loop): nothing may be left behind.
+        """
         workers = list(self.workers.values())
-        for worker in workers:
-            idle = worker.task is None and worker.actor is None
-            if idle and worker.client is not None and not worker.client.closed:
-                self._send(worker.client, (P.EXIT,))
-            else:
-                # Booting, running a task, or an actor: stopped at once, as Ray does.
-                worker.process.terminate()
-        self._flush()
-        _join_all([w.process for w in workers], timeout=2.0)
-        for listener in self._listeners:
+        try:
+            # Drivers still sending get an error rather than block on a full socket.
+            for driver in list(self.drivers.values()):
+                if not driver.closed:
+                    driver.closed = True
+                    driver.conn.close()
+            for worker in workers:
+                idle = worker.task is None and worker.actor is None
+                if idle and worker.client is not None and not worker.client.closed:
+                    self._send(worker.client, (P.EXIT,))
+                else:
+                    # Booting, running a task, or an actor: stopped at once, as Ray does.
+                    worker.process.terminate()
+            self._flush()
+        except Exception:
+            traceback.print_exc()
+        finally:
             try:
-                listener.close()
-            except OSError:
-                pass
-        self.store.clear()
-        shm.unlink_session(self.config.session)
-        self._stopped.set()
+                _join_all([w.process for w in workers], timeout=2.0)
+            finally:
+                for listener in self._listeners:
+                    try:
+                        listener.close()
+                    except OSError:
+                        pass
+                try:
+                    self.store.clear()
+                finally:
+                    shm.unlink_session(self.config.session)
+                    self._stopped.set()
         if not self._stop_requested:
             # The owning driver vanished without stopping us: end the server process too.
             shutil.rmtree(self.config.session_dir, ignore_errors=True)

@@ -144,19 +144,23 @@ class ReadyQueue:
 
     Tasks are grouped by the shape of their demand, so that a task that cannot
     run now (waiting for a GPU, say) does not hold back others that could.
+    Nested tasks go first, deepest first: CPUs lent by parents blocked in
+    get() then serve the children they wait for, not more parents (which
+    would each need a worker of their own).
     """
 
     def __init__(self) -> None:
-        self._by_shape: dict[tuple[tuple[str, int], ...], deque[Any]] = {}
+        self._by_shape: dict[tuple[tuple[tuple[str, int], ...], int], deque[Any]] = {}
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
     def push(self, task: Any, front: bool = False) -> None:
-        tasks = self._by_shape.get(task.shape)
+        key = (task.shape, task.depth)
+        tasks = self._by_shape.get(key)
         if tasks is None:
-            tasks = self._by_shape[task.shape] = deque()
+            tasks = self._by_shape[key] = deque()
         if front:
             tasks.appendleft(task)
         else:
@@ -164,9 +168,9 @@ class ReadyQueue:
         self._count += 1
 
     def heads(self) -> Iterator[deque[Any]]:
-        """The per-shape queues, the one whose head was submitted first first."""
+        """The per-shape queues: deepest nesting first, then the earliest submitted head."""
         queues = [q for q in self._by_shape.values() if q]
-        queues.sort(key=lambda q: q[0].seq)
+        queues.sort(key=lambda q: (-q[0].depth, q[0].seq))
         return iter(queues)
 
     def pop_from(self, tasks: deque[Any]) -> Any:

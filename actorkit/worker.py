@@ -171,12 +171,13 @@ class TaskExecutor:
         if spec.method is not None:
             function = getattr(self.instance, spec.method)
         else:
-            function = self._load(spec.function_id, function_bytes)
+            function = self.load(spec.function_id, function_bytes)
         args, kwargs = self._arguments(spec, deps)
         return function, args, kwargs
 
-    def _load(self, function_id: bytes, function_bytes: bytes | None) -> Any:
-        if function_bytes is not None:
+    def load(self, function_id: bytes, function_bytes: bytes | None) -> Any:
+        """The function (or class) with this id, unpickling it if its bytes came along."""
+        if function_bytes is not None and function_id not in self.functions:
             function = pickle.loads(function_bytes)
             # A decorated function or class pickled by reference comes back as the
             # decorated object (its module's name points to it): use what it wraps.
@@ -261,7 +262,7 @@ class TaskExecutor:
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1
         _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
         try:
-            cls = self._load(spec.function_id, class_bytes)
+            cls = self.load(spec.function_id, class_bytes)
             args, kwargs = self._arguments(spec, deps)
             self.instance = cls(*args, **kwargs)
         except BaseException as e:  # noqa: B036
@@ -386,6 +387,10 @@ def _serve(executor: TaskExecutor, inbox: queue.SimpleQueue[tuple[Any, ...] | No
         if message is None:
             return
         if message[0] == P.EXECUTE:
+            # Keep the function even if this task is not run here: the node
+            # counts it as loaded on this worker once it has sent it.
+            if message[2] is not None:
+                executor.load(message[1].function_id, message[2])
             if not executor.client.was_revoked(message[1].task_id):
                 executor.run(message)
         elif message[0] == P.BECOME_ACTOR:

@@ -245,6 +245,13 @@ class Executor(concurrent.futures.Executor):
     def _loop(self) -> None:
         stopping = False
         while True:
+            if not self._pending and not self._running:
+                # Idle: end the thread (the next submit starts another), so that
+                # an executor nobody shut down holds no thread and can be collected.
+                with self._lock:
+                    if self._events.empty():
+                        self._thread = None
+                        return
             event = self._events.get()
             while True:
                 kind = event[0]
@@ -266,7 +273,6 @@ class Executor(concurrent.futures.Executor):
             self._start_calls()
             if stopping and not self._pending and not self._running:
                 self._remotes.clear()
-                return
 
     def _start_calls(self) -> None:
         while self._pending and self._running < self._max_workers:

@@ -20,18 +20,26 @@ in ``__main__`` sets globals that a mapped function from ``__main__`` reads.
 Each function is sent to each actor once, not with every call.
 
 Work is cut into chunks; one actor call carries a whole chunk, and each actor
-has at most two calls in flight (one running, one queued), handed out by a
+has two calls in flight (one running, one waiting in its mailbox; more while
+chunks take under 2 ms, so that round trips overlap), handed out by a
 dispatcher thread as results come back, so slow and fast chunks balance
 across actors.  Chunk sizes:
 
-* ``map``/``starmap`` and their ``_async`` forms: ``chunksize`` if given, else
-  multiprocessing's heuristic (``ceil(len / (4 * processes))``).
-* ``imap``/``imap_unordered``: ``chunksize`` if given; by default (``None``,
-  where ``multiprocessing`` uses 1) the size adapts: it starts at 1, so the
-  first results come at once, and doubles while items are cheap, up to about
-  20 ms of work per chunk.  The iterable is consumed lazily, as chunks are
-  sent: an endless generator works, and dropping the iterator stops the job.
+* ``chunksize=N`` given: chunks of ``N`` items, as in ``multiprocessing``
+  (except ``imap``'s ``chunksize=1``, see below).
+* by default (``map``, ``starmap`` and their ``_async`` forms with
+  ``chunksize=None``; ``imap``/``imap_unordered`` with ``None`` or
+  ``multiprocessing``'s default of 1) the size adapts: the first chunks hold
+  one item, so the first results come at once and slow items spread one per
+  call; each result reports how long its items took, and the size doubles
+  while a chunk stays under about 25 ms of work, up to multiprocessing's
+  heuristic ``ceil(len / (4 * processes))`` when the length is known.  Cheap
+  items thus travel in large chunks, and the end of a map stays balanced.
 * ``apply``/``apply_async``: one call.
+
+``imap`` consumes its iterable lazily, in the dispatcher thread, as chunks are
+sent: an endless generator works, dropping the iterator stops the job, and a
+slow iterable delays the pool's other work meanwhile.
 
 Arguments that are large arrays (numpy arrays, bytes, bytearray and
 memoryviews over 1 MiB) are ``put`` into the object store once per call of
@@ -50,6 +58,10 @@ Differences from ``multiprocessing.Pool``
 * ``terminate()`` fails the results still pending with ``RuntimeError`` instead
   of leaving them pending forever.
 * ``context`` is accepted and ignored: processes are always spawned.
+* ``Pool()`` returns once its processes have started; an initializer that
+  raises makes ``Pool()`` raise its exception (``multiprocessing`` restarts
+  such workers forever).  ``maxtasksperchild`` counts calls (chunks), as
+  ``multiprocessing`` does.
 * ``processes`` defaults to the cluster's CPU count; the actors hold no CPU
   (``num_cpus=0``, as in Ray's Pool) so tasks started by the mapped functions
   still run; pass ``ray_remote_args={"num_cpus": 1}`` to reserve CPUs.
@@ -298,6 +310,7 @@ class _Job:
     mode: int
     fn: Any
     name: str
+    _share_cache: int | None = None  # large arguments remembered (None: all, for the job's life)
 
     def __init__(self, fn: Any, mode: int, progress: Progress, total: int | None, desc: str) -> None:
         self.fn = fn
@@ -342,10 +355,15 @@ class _Job:
             entry = self._shared.get(id(value))
             if entry is None:
                 entry = self._shared[id(value)] = (value, _Shared(actorkit.put(value)))
+                limit = self._share_cache
+                if limit is not None and len(self._shared) > limit:
+                    del self._shared[next(iter(self._shared))]  # the oldest
             return entry[1]
 
         mode = self.mode
         if mode == _ONE_ARG:
+            if not any(_nbytes(item) >= _SHARE_THRESHOLD for item in items):
+                return items, False  # the common case: nothing to share, no copy
             out = [share(item) for item in items]
         elif mode == _STAR_ARGS:
             out = [tuple(share(arg) for arg in item) for item in items]
@@ -487,6 +505,8 @@ class _MapJob(_Job):
 
 class _IMapJob(_Job):
     """``imap``/``imap_unordered``: pulls items lazily; results wait in a buffer for the consumer."""
+
+    _share_cache = 8  # an endless iterable of arrays must not pile up in memory
 
     def __init__(self, fn: Any, mode: int, iterable: Iterable[Any], chunksize: int | None, ordered: bool, processes: int, progress: Progress, desc: str) -> None:
         try:
@@ -720,6 +740,8 @@ class _PoolCore:
                 raise RuntimeError(f"the pool is broken: {self.broken!r}") from self.broken
             if self.state != _RUN:
                 raise ValueError("Pool not running")
+            if not actorkit.is_initialized():
+                raise RuntimeError("actorkit was shut down: this pool's processes are gone; create a new Pool")
             self._events.put((_EV_JOB, job))
 
     def close(self) -> None:
@@ -789,6 +811,8 @@ class _PoolCore:
 
     def _kill_all(self) -> None:
         slots, self.slots = self.slots, []
+        if not actorkit.is_initialized():
+            return  # shut down already: the processes went with the node (never start a new one)
         for slot in slots:
             try:
                 actorkit.kill(slot.actor)
@@ -880,6 +904,8 @@ class _PoolCore:
             self._replace(slot)
 
     def _replace(self, slot: _Slot) -> None:
+        if not actorkit.is_initialized():
+            raise RuntimeError("actorkit was shut down")
         index = self.slots.index(slot)
         if not slot.dead:
             try:
@@ -970,10 +996,18 @@ class Pool:
         if self._core.state != _RUN:
             raise ValueError("Pool not running")
 
+    def _check_may_block(self) -> None:
+        if threading.current_thread() is self._core._thread:
+            raise RuntimeError(
+                "a Pool callback cannot wait for a result of its own pool (callbacks run in the "
+                "pool's dispatcher thread); use the _async methods without waiting instead"
+            )
+
     # ---------------------------------------------------------------- apply
 
     def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """``func(*args, **kwds)`` in one of the pool's processes; blocks for the result."""
+        self._check_may_block()
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(
@@ -1017,6 +1051,7 @@ class Pool:
 
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Progress = False) -> list[Any]:
         """``[func(x) for x in iterable]``, computed in the pool; blocks for the list."""
+        self._check_may_block()
         return self._map_async(func, iterable, _ONE_ARG, chunksize, None, None, progress, "map").get()
 
     def map_async(
@@ -1034,6 +1069,7 @@ class Pool:
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None, *, progress: Progress = False) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed in the pool."""
+        self._check_may_block()
         return self._map_async(func, iterable, _STAR_ARGS, chunksize, None, None, progress, "starmap").get()
 
     def starmap_async(
