@@ -805,7 +805,9 @@ class Node:
     def _on_worker_exit(self, worker: WorkerState) -> None:
         process = worker.process
         self._selector.unregister(process.sentinel)
-        process.join(0)
+        # The sentinel closes as the process exits, a moment before it can be
+        # reaped: wait that moment, to report how it died.
+        process.join(1.0)
         self.workers.pop(worker.worker_id, None)
         if worker.client is not None:
             # What it wrote before dying (a DONE, say) still counts.
