@@ -172,7 +172,7 @@ class ActorClass:
             runtime_env=options.get("runtime_env"),
         )
         if spec.name is None:
-            client.send((P.CREATE_ACTOR, spec))
+            client.send_soon((P.CREATE_ACTOR, spec))
             return ActorHandle(spec.actor_id, spec.class_name, spec.methods, client.own_actor(spec.actor_id))
         actor_id, class_name, methods = client.request("create_actor", spec)
         return ActorHandle(actor_id, class_name, methods, client.adopt_ref(actor_id))
@@ -262,6 +262,7 @@ class ActorHandle:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
+        self._ref = ref
         target = _Target(actor_id, class_name, ref)  # its ref keeps the actor alive
         for name, num_returns in methods.items():
             self.__dict__[name] = ActorMethod(target, name, num_returns)

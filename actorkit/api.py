@@ -138,7 +138,8 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
 
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, not {type(actor).__name__}; use cancel() for tasks")
-    runtime.current_client().request("kill", actor._actor_id, bool(no_restart))
+    client = runtime.client_for(actor._ref, f"actor {actor._class_name}")
+    client.request("kill", actor._actor_id, bool(no_restart))
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
@@ -163,7 +164,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
-    runtime.current_client().request("cancel", object_ref.task_id(), bool(force), bool(recursive))
+    client = runtime.client_for(object_ref, repr(object_ref))
+    client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))
 
 
 def get_gpu_ids() -> list[int]:

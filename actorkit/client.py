@@ -39,6 +39,7 @@ from .payload import Payload
 from .task_spec import TaskSpec
 
 _STOP = object()
+_FLUSH = object()  # wakes the flusher to send buffered submissions
 
 
 class _Reply:
@@ -104,6 +105,9 @@ class Client:
         self._callbacks: dict[bytes, list[Callable[[Payload], None]]] = {}
         self._local_refs: dict[bytes, int] = {}
         self._addrefs: list[bytes] = []
+        # Submissions wait here until the next send or the flusher: a loop of
+        # remote() calls then travels in a few frames rather than one each.
+        self._outgoing: list[tuple[Any, ...]] = []
         self._releases: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._exported: set[bytes] = set()
         self._id_prefix = os.urandom(8)
@@ -134,7 +138,12 @@ class Client:
     # ------------------------------------------------------------ sending
 
     def _send(self, messages: list[tuple[Any, ...]]) -> None:
-        """Send ``messages`` after any pending reference-count updates, in order."""
+        """Send ``messages`` after what is pending, in an order the node can trust.
+
+        New references first, then buffered submissions, then released
+        references (a submission pins its arguments before a release of them
+        arrives), then ``messages``.
+        """
         with self._send_lock:
             with self._lock:
                 self._check_open()
@@ -143,8 +152,13 @@ class Client:
                 if self._addrefs:
                     head.append((P.ADDREF, self._addrefs))
                     self._addrefs = []
+                if self._outgoing:
+                    head.extend(self._outgoing)
+                    self._outgoing = []
                 if decrefs:
                     head.append((P.DECREF, decrefs))
+            if not head and not messages:
+                return
             try:
                 self._channel.send(head + messages if head else messages)
             except OSError as e:
@@ -163,6 +177,20 @@ class Client:
 
     def send(self, message: tuple[Any, ...]) -> None:
         self._send([message])
+
+    def send_soon(self, message: tuple[Any, ...]) -> None:
+        """Buffer ``message``; the flusher (or the next send) delivers it shortly."""
+        with self._lock:
+            self._check_open()
+            self._outgoing.append(message)
+            wake = len(self._outgoing) == 1
+        if wake:
+            self._releases.put(_FLUSH)
+
+    def flush(self) -> None:
+        """Deliver buffered messages now (before blocking on their results)."""
+        if self._outgoing:
+            self._send([])
 
     # ------------------------------------------------------ reference counts
 
@@ -204,6 +232,8 @@ class Client:
             if object_id is _STOP:
                 self._releases.put(_STOP)
                 return decrefs
+            if object_id is _FLUSH:
+                continue
             n = self._local_refs.get(object_id, 0) - 1
             if n > 0:
                 self._local_refs[object_id] = n
@@ -219,7 +249,8 @@ class Client:
             item = self._releases.get()
             if item is _STOP:
                 return
-            self._releases.put(item)  # back in line; _send drains it with the rest
+            if item is not _FLUSH:
+                self._releases.put(item)  # back in line; _send drains it with the rest
             try:
                 self._send([])
             except BaseException:
@@ -364,7 +395,7 @@ class Client:
         with self._lock:
             self._subscribed.update(return_ids)  # the node sends results to their submitter
         refs = [self._own_ref(object_id) for object_id in return_ids]
-        self._send([(kind, spec)])
+        self.send_soon((kind, spec))
         self.stats["submitted"] += 1
         return refs
 
@@ -407,6 +438,7 @@ class Client:
             if subscribe:
                 self._send([(P.SUBSCRIBE, subscribe)])
             if waiter is not None:
+                self.flush()
                 self._block_on(waiter, timeout)
         finally:
             if waiter is not None:
@@ -519,6 +551,8 @@ class Client:
         fut.add_done_callback(lambda _f, _keep=ref: None)
         if subscribe:
             self._send([(P.SUBSCRIBE, [object_id])])
+        else:
+            self.flush()
         return fut
 
     # -------------------------------------------------------------- closing

@@ -71,9 +71,12 @@ class Gate:
 
 
 def work(tracker, key, exclusive=False):
-    ray.get(tracker.enter.remote(key, exclusive))
+    # No get(): a task blocked in get() lends its CPU, which would let more run.
+    # Calls from one task reach the tracker in order, and its "leave" before the
+    # node hears the task is done, so the counts are exact.
+    tracker.enter.remote(key, exclusive)
     time.sleep(WORK_S)
-    ray.get(tracker.leave.remote(key))
+    tracker.leave.remote(key)
 
 
 @ray.remote(resources={"custom": 1})
@@ -144,7 +147,7 @@ def test_cpus_cap_concurrency(resources_node):
     tracker = Tracker.remote()
     ray.get([cpu_task.remote(tracker) for _ in range(10)])
     peak, _, _ = ray.get(tracker.report.remote())
-    assert 2 <= peak["cpu"] <= 4
+    assert 2 <= peak["cpu"] <= 4  # parallel, never beyond the CPUs (workers start on demand)
 
 
 def test_whole_gpus_are_never_shared(resources_node):

@@ -1050,7 +1050,11 @@ class Pool:
         return result
 
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Progress = False) -> list[Any]:
-        """``[func(x) for x in iterable]``, computed in the pool; blocks for the list."""
+        """``[func(x) for x in iterable]``, computed in the pool; blocks for the list.
+
+        ``chunksize=None`` adapts the chunk size to the items' cost; ``progress``
+        shows a bar (``True``: on a terminal only; ``"force"``: always).
+        """
         self._check_may_block()
         return self._map_async(func, iterable, _ONE_ARG, chunksize, None, None, progress, "map").get()
 
@@ -1096,7 +1100,8 @@ class Pool:
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Progress = False) -> IMapIterator:
         """An iterator over ``func(x)`` for each ``x``, in order, computed as the iterable is consumed.
 
-        ``chunksize=None`` (default) adapts the chunk size (see the module's docstring).
+        ``chunksize`` None (default) or 1 adapts the chunk size, starting at one
+        item; larger values are used as given (see the module's docstring).
         """
         return self._imap(func, iterable, chunksize, True, progress)
 
