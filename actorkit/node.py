@@ -184,7 +184,13 @@ class Node:
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
         self.ready = ReadyQueue()
-        self.stats = {"tasks_finished": 0, "tasks_retried": 0, "workers_started": 0, "objects_freed": 0}
+        self.stats = {
+            "tasks_finished": 0,
+            "tasks_retried": 0,
+            "tasks_lined_up": 0,
+            "workers_started": 0,
+            "objects_freed": 0,
+        }
         self._seq = itertools.count()
         self._worker_ids = itertools.count(len(workers) + 1)
         self._dirty: set[ClientState] = set()
@@ -638,6 +644,7 @@ class Node:
         return None
 
     def _queue_behind(self, task: TaskRecord, worker: WorkerState) -> None:
+        self.stats["tasks_lined_up"] += 1
         task.worker = worker
         worker.queued.append(task)
         self.running[task.spec.task_id] = task
