@@ -36,7 +36,7 @@ from . import protocol as P
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from .object_ref import ObjectRef
 from .payload import Payload
-from .task_spec import TaskSpec
+from .task_spec import TaskSpec, spec_to_wire
 
 _STOP = object()
 _FLUSH = object()  # wakes the flusher to send buffered submissions
@@ -263,7 +263,7 @@ class Client:
             while True:
                 for message in self._channel.recv():
                     if message[0] == P.READY:
-                        self._on_ready(message[1], message[2])
+                        self._on_ready(message[1], payload_codec.from_wire(message[2]))
                     elif message[0] == P.REPLY:
                         self._on_reply(message[1], message[2], message[3])
                     elif message[0] == P.REVOKED:
@@ -385,7 +385,7 @@ class Client:
         with self._lock:
             self._ready[object_id] = data
         ref = self._own_ref(object_id)
-        self._send([(P.PUT, object_id, data)])
+        self._send([(P.PUT, object_id, payload_codec.to_wire(data))])
         self.stats["puts"] += 1
         return ref
 
@@ -395,7 +395,7 @@ class Client:
         with self._lock:
             self._subscribed.update(return_ids)  # the node sends results to their submitter
         refs = [self._own_ref(object_id) for object_id in return_ids]
-        self.send_soon((kind, spec))
+        self.send_soon((kind, spec_to_wire(spec)))
         self.stats["submitted"] += 1
         return refs
 

@@ -41,9 +41,9 @@ from . import shm
 from .exceptions import ObjectLostError, WorkerCrashedError
 from .node_process import NodeConfig, spawn_worker
 from .object_store import ObjectStore
-from .payload import Payload
+from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of, shape_of
-from .task_spec import ActorSpec, TaskSpec
+from .task_spec import ActorSpec, TaskSpec, spec_from_wire, spec_to_wire
 
 # Tasks lined up on a busy worker beyond the one it runs. Two keep a worker
 # fed across the round trip to the node; more would starve idle workers.
@@ -280,6 +280,20 @@ class Node:
             self.call_soon(lambda sock=sock: self._add_client(sock))
 
     def _run(self) -> None:
+        profile_path = os.environ.get("ACTORKIT_PROFILE_NODE")
+        if profile_path:
+            # For whoever tunes the node: cProfile statistics of the loop, written at stop.
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                profiler.runcall(self._loop)
+            finally:
+                profiler.dump_stats(f"{profile_path}.{os.getpid()}")
+        else:
+            self._loop()
+
+    def _loop(self) -> None:
         try:
             while not self._stopping:
                 for key, mask in self._selector.select(self._idle_timeout()):
@@ -381,7 +395,7 @@ class Node:
     # ------------------------------------------------------------ objects
 
     def _on_put(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, object_id, payload = message
+        object_id, payload = message[1], from_wire(message[2])
         entry = self.objects.get(object_id)
         if entry is None:
             entry = self.objects[object_id] = ObjectEntry()
@@ -401,7 +415,7 @@ class Node:
             self._incref(contained)
         if entry.subscribers:
             for subscriber in entry.subscribers:
-                self._send(subscriber, (P.READY, object_id, payload))
+                self._send(subscriber, (P.READY, object_id, to_wire(payload)))
             entry.subscribers = None
         if entry.dependents:
             for task in entry.dependents:
@@ -417,9 +431,9 @@ class Node:
                 lost = ObjectLostError(
                     f"object {object_id.hex()} is gone: it was freed or its owner died"
                 )
-                self._send(client, (P.READY, object_id, self._error_payload(lost)))
+                self._send(client, (P.READY, object_id, to_wire(self._error_payload(lost))))
             elif entry.payload is not None:
-                self._send(client, (P.READY, object_id, self._payload_of(object_id, entry)))
+                self._send(client, (P.READY, object_id, to_wire(self._payload_of(object_id, entry))))
             elif entry.subscribers is None:
                 entry.subscribers = [client]
             else:
@@ -496,7 +510,7 @@ class Node:
     # -------------------------------------------------------------- tasks
 
     def _on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        self._add_task(client, message[1])
+        self._add_task(client, spec_from_wire(message[1]))
 
     def _add_task(self, client: ClientState, spec: TaskSpec) -> TaskRecord | None:
         """Admit a task, actor creation or actor call: pin what it uses, wait for its arguments."""
@@ -698,13 +712,13 @@ class Node:
             actor = self.actors[spec.actor_id]  # type: ignore[index]
             actor.worker = worker
             worker.actor = actor
-            message = (P.BECOME_ACTOR, actor.spec._replace(function_bytes=None), function_bytes, deps, gpu_ids)
+            message = (P.BECOME_ACTOR, actor.spec._replace(function_bytes=None), function_bytes, _wire(deps), gpu_ids)
             self._send(worker.client, message)
             return
-        self._send(worker.client, (P.EXECUTE, spec, function_bytes, deps, gpu_ids))
+        self._send(worker.client, (P.EXECUTE, spec_to_wire(spec), function_bytes, _wire(deps), gpu_ids))
 
     def _on_done(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, task_id, payloads, retryable = message
+        task_id, payloads, retryable = message[1], [from_wire(p) for p in message[2]], message[3]
         worker = client.worker
         if worker is not None and worker.actor is not None:
             self._on_actor_call_done(worker.actor, task_id, payloads)
@@ -913,7 +927,7 @@ class Node:
         self._schedule_needed = True
 
     def _on_actor_failed(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, actor_id, death = message
+        actor_id, death = message[1], from_wire(message[2])
         actor = self.actors[actor_id]
         task = self.running.pop(actor_id, None)
         if task is not None:
@@ -953,7 +967,7 @@ class Node:
                 self._finish(task, [failed] * spec.num_returns)
                 continue
             actor.inflight[spec.task_id] = task
-            self._send(actor.worker.client, (P.EXECUTE, spec, None, deps, []))
+            self._send(actor.worker.client, (P.EXECUTE, spec_to_wire(spec), None, _wire(deps), []))
 
     def _on_actor_call_done(self, actor: ActorState, task_id: bytes, payloads: list[Payload]) -> None:
         task = actor.inflight.pop(task_id, None)
@@ -1212,6 +1226,10 @@ class Node:
             shutil.rmtree(self.config.session_dir, ignore_errors=True)
             sys.stdout.flush()
             os._exit(0)
+
+
+def _wire(payloads: dict[bytes, Payload]) -> dict[bytes, tuple[Any, ...]]:
+    return {object_id: to_wire(payload) for object_id, payload in payloads.items()}
 
 
 def _join_all(processes: list[Any], timeout: float) -> None:

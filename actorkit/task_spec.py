@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .payload import Payload
+from .payload import Payload, from_wire
 
 
 class ArgRef:
@@ -42,6 +42,16 @@ class TaskSpec(NamedTuple):
 
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]
+
+
+def spec_to_wire(spec: TaskSpec) -> tuple[Any, ...]:
+    """A task spec as plain tuples (see ``payload.to_wire``): it travels twice per task."""
+    fields = tuple(spec)
+    return fields[:5] + (tuple(spec.args),) + fields[6:]
+
+
+def spec_from_wire(fields: tuple[Any, ...]) -> TaskSpec:
+    return TaskSpec._make(fields[:5] + (from_wire(fields[5]),) + fields[6:])
 
 
 def return_id(task_id: bytes, index: int) -> bytes:

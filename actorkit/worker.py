@@ -28,7 +28,7 @@ from .client import Client
 from .exceptions import TaskError
 from .payload import Payload
 from .procutil import set_process_name
-from .task_spec import ArgRef, TaskSpec
+from .task_spec import ArgRef, TaskSpec, spec_from_wire
 
 
 class WorkerArgs(NamedTuple):
@@ -205,7 +205,7 @@ class TaskExecutor:
         except BaseException as e:  # noqa: B036
             self._report_error(spec, e)
             return
-        self.client.send((P.DONE, spec.task_id, payloads, False))
+        self.client.send((P.DONE, spec.task_id, [payload_codec.to_wire(p) for p in payloads], False))
 
     def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
         from .actor import _ExitActor
@@ -214,7 +214,7 @@ class TaskExecutor:
             self.exit_actor()
         retryable = _should_retry(spec, error)
         payload = self._task_error(spec, error)
-        self.client.send((P.DONE, spec.task_id, [payload] * spec.num_returns, retryable))
+        self.client.send((P.DONE, spec.task_id, [payload_codec.to_wire(payload)] * spec.num_returns, retryable))
 
     def _result_payloads(self, spec: TaskSpec, result: Any) -> list[Payload]:
         n = spec.num_returns
@@ -270,7 +270,8 @@ class TaskExecutor:
             death = ActorDiedError(
                 f"The actor {spec.class_name} died because its __init__ raised:\n{error}", cause=error
             )
-            self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.encode(death, self.client.session, True)))
+            died = payload_codec.encode(death, self.client.session, True)
+            self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.to_wire(died)))
             return False
         self.client.send((P.ACTOR_READY, spec.actor_id))
         return True
@@ -341,6 +342,12 @@ def main(args: WorkerArgs) -> None:
     inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
 
     def on_message(message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == P.EXECUTE or kind == P.BECOME_ACTOR:
+            # From the wire's plain tuples back to named ones (see payload.to_wire).
+            spec = spec_from_wire(message[1]) if kind == P.EXECUTE else message[1]
+            deps = {k: payload_codec.from_wire(v) for k, v in message[3].items()}
+            message = (kind, spec, message[2], deps, message[4])
         if message[0] == P.EXIT:
             inbox.put(None)
         elif message[0] == P.CANCEL:
