@@ -20,6 +20,7 @@ import os
 import pytest
 
 import actorkit
+import actorkit as ray
 
 _RUN_MARK = f"ACTORKIT_TEST_RUN={os.getpid()}"
 os.environ["ACTORKIT_TEST_RUN"] = str(os.getpid())
@@ -98,6 +99,21 @@ def ray_start_shared(_shared_node):
     if not actorkit.is_initialized():
         actorkit.init(num_cpus=4)
     yield
+
+
+@pytest.fixture
+def kill_after():
+    """Register handles with ``kill_after(h)``; they are killed after the test."""
+    handles = []
+
+    def register(*hs):
+        handles.extend(hs)
+        return hs[0] if len(hs) == 1 else hs
+
+    yield register
+    if ray.is_initialized():
+        for h in handles:
+            ray.kill(h)
 
 
 @pytest.fixture

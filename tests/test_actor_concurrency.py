@@ -17,51 +17,11 @@ import threading
 import time
 
 import pytest
+from _actors import SignalActor
 
 import actorkit as ray
 
 T = 30  # seconds: the bound on every get()
-
-
-@pytest.fixture
-def kill_after():
-    """Register handles with ``kill_after(h)``; they are killed after the test."""
-    handles = []
-
-    def register(*hs):
-        handles.extend(hs)
-        return hs[0] if len(hs) == 1 else hs
-
-    yield register
-    if ray.is_initialized():
-        for h in handles:
-            ray.kill(h)
-
-
-@ray.remote
-class SignalActor:
-    """A one-shot signal (like Ray's test SignalActor): ``wait`` returns once ``send`` ran."""
-
-    def __init__(self):
-        self.ready = asyncio.Event()
-        self.waiting = 0
-        self.waiters_changed = asyncio.Condition()
-
-    async def send(self):
-        self.ready.set()
-
-    async def wait(self):
-        async with self.waiters_changed:
-            self.waiting += 1
-            self.waiters_changed.notify_all()
-        await self.ready.wait()
-        return "signalled"
-
-    async def wait_for_waiters(self, n):
-        """Return once ``n`` calls are blocked in ``wait``."""
-        async with self.waiters_changed:
-            await self.waiters_changed.wait_for(lambda: self.waiting >= n)
-        return self.waiting
 
 
 @ray.remote

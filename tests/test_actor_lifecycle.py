@@ -11,15 +11,14 @@ by a timeout.  Every ``get`` has a timeout, so a hang fails the test.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import re
-import select
 import signal
 import time
 
 import pytest
+from _actors import SignalActor, process_exited
 
 import actorkit as ray
 from actorkit.actor import exit_actor
@@ -30,16 +29,7 @@ EXIT_TIMEOUT_S = 10
 
 
 def wait_for_exit(pid: int, timeout: float = EXIT_TIMEOUT_S) -> bool:
-    """Block until process ``pid`` has exited (True), or ``timeout`` passed (False)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True  # already gone (and reaped)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
+    return process_exited(pid, timeout)
 
 
 def is_running(pid: int) -> bool:
@@ -49,46 +39,6 @@ def is_running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-@pytest.fixture
-def kill_after():
-    """Register handles with ``kill_after(h)``; they are killed after the test."""
-    handles = []
-
-    def register(*hs):
-        handles.extend(hs)
-        return hs[0] if len(hs) == 1 else hs
-
-    yield register
-    if ray.is_initialized():
-        for h in handles:
-            ray.kill(h)
-
-
-@ray.remote
-class SignalActor:
-    """A one-shot signal: ``wait`` returns once ``send`` ran; counts its waiters."""
-
-    def __init__(self):
-        self.ready = asyncio.Event()
-        self.waiting = 0
-        self.waiters_changed = asyncio.Condition()
-
-    async def send(self):
-        self.ready.set()
-
-    async def wait(self):
-        async with self.waiters_changed:
-            self.waiting += 1
-            self.waiters_changed.notify_all()
-        await self.ready.wait()
-        return "signalled"
-
-    async def wait_for_waiters(self, n):
-        async with self.waiters_changed:
-            await self.waiters_changed.wait_for(lambda: self.waiting >= n)
-        return self.waiting
 
 
 @ray.remote

@@ -24,21 +24,6 @@ from actorkit.exceptions import ActorDiedError, RayActorError, TaskError
 T = 30  # seconds: the bound on every get(); a hang fails instead of blocking
 
 
-@pytest.fixture
-def kill_after():
-    """Register handles with ``kill_after(h)``; they are killed after the test."""
-    handles = []
-
-    def register(*hs):
-        handles.extend(hs)
-        return hs[0] if len(hs) == 1 else hs
-
-    yield register
-    if ray.is_initialized():
-        for h in handles:
-            ray.kill(h)
-
-
 # ---------------------------------------------------------------- classes
 
 

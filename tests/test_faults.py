@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -14,21 +13,14 @@ import threading
 import time
 
 import pytest
+from _actors import process_exited
 
 import actorkit as ray
 from actorkit import exceptions
 
 
 def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
-    """Wait (on a pidfd, not by polling) until process ``pid`` is gone."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
+    return process_exited(pid, timeout)
 
 
 @ray.remote(num_cpus=0)
