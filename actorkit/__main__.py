@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--head", action="store_true", help="start the head node (required for now)")
     start.add_argument("--address", help="join the head node at HOST:PORT (not supported yet)")
     start.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    start.add_argument("--port", type=int, help="TCP port for drivers (the next port carries data); default: unix socket only")
+    start.add_argument("--port", type=int, help="also serve drivers over TCP on this port; default: unix socket only")
     start.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     start.add_argument("--num-gpus", type=float, help="GPUs to offer (default: 0)")
     start.add_argument("--resources", type=json.loads, help='custom resources as JSON, e.g. \'{"node_a": 1}\'')

@@ -176,20 +176,20 @@ def get_gpu_ids() -> list[int]:
 
 def cluster_resources() -> dict[str, float]:
     """The total resources of the cluster."""
-    return runtime.control().resources()["total"]
+    return runtime.current_client().request("resources")["total"]
 
 
 def available_resources() -> dict[str, float]:
     """The resources not held by running tasks and actors right now."""
-    available = runtime.control().resources()["available"]
+    available = runtime.current_client().request("resources")["available"]
     return {name: amount for name, amount in available.items() if amount > 0}
 
 
 def nodes() -> list[dict[str, Any]]:
     """The cluster's nodes, as Ray describes them."""
-    control = runtime.control()
-    info = control.info()
-    resources = control.resources()
+    client = runtime.current_client()
+    info = client.request("info")
+    resources = client.request("resources")
     return [
         {
             "NodeID": info["node_id"],

@@ -53,7 +53,7 @@ def read_local_cluster() -> dict[str, Any] | None:
 
 
 def find_cluster(address: str) -> tuple[Any, bytes]:
-    """The Manager address and key of the node ``address`` names ("auto" or "HOST:PORT")."""
+    """The data address and key of the node ``address`` names ("auto" or "HOST:PORT")."""
     local = read_local_cluster()
     key = _key_from_environment()
     if address == "auto":
@@ -62,8 +62,7 @@ def find_cluster(address: str) -> tuple[Any, bytes]:
                 "init(address='auto') found no node started on this machine; start one with "
                 "`actorkit start --head`, or call init() without an address for a private one"
             )
-        manager = local["manager_address"]
-        return (tuple(manager) if isinstance(manager, list) else manager), key or local["authkey"]
+        return local["data_address"], key or local["authkey"]
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
@@ -93,11 +92,11 @@ def run_head(
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
-    tcp = (host, port + 1) if port is not None else None
+    tcp = (host, port) if port is not None else None
     config = runtime.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
-    manager_address: Any = (host, port) if port is not None else config.manager_address
     set_process_name("actorkit:node")
-    server = NodeManager(address=manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
+    # The Manager (stop) stays on a local socket; drivers elsewhere use the data port.
+    server = NodeManager(address=config.manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
     serve(config)
     runtime.write_pids(config.session_dir, os.getpid(), os.getpid())
     info_path, key_path = _files()
@@ -105,7 +104,7 @@ def run_head(
     with os.fdopen(fd, "wb") as f:
         f.write(config.authkey)
     with open(info_path + ".tmp", "w") as f:
-        json.dump({"manager_address": manager_address, "pid": os.getpid(), "session_dir": config.session_dir}, f)
+        json.dump({"data_address": config.data_address, "pid": os.getpid(), "session_dir": config.session_dir}, f)
     os.replace(info_path + ".tmp", info_path)
     threading.Thread(target=server.serve_forever, name="actorkit-manager", daemon=True).start()
 
@@ -231,7 +230,7 @@ def print_status(address: str) -> int:
                 print(f"  {name:24s} {used / 2**30:8.1f} / {amount / 2**30:.1f} GiB")
             else:
                 print(f"  {name:24s} {used:8g} / {amount:g}")
-        stats = runtime.control().stats()
+        stats = runtime.current_client().request("stats")
         print(
             f"  workers {stats['workers']}  objects {stats['objects']}  "
             f"tasks finished {stats['tasks_finished']}  store {stats['store_used'] / 2**20:.0f} MiB"

@@ -33,8 +33,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Listener
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from . import shm
@@ -44,6 +43,9 @@ from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of, shape_of
 from .task_spec import ActorSpec, TaskSpec, spec_from_wire, spec_to_wire
+
+if TYPE_CHECKING:
+    from .gate import Gate
 
 # Tasks lined up on a busy worker beyond the one it runs. Two keep a worker
 # fed across the round trip to the node; more would starve idle workers.
@@ -168,7 +170,7 @@ class WorkerState:
 class Node:
     """All state of one node, owned by its event loop thread."""
 
-    def __init__(self, config: NodeConfig, listeners: list[Listener], workers: list[tuple[int, Any]]) -> None:
+    def __init__(self, config: NodeConfig, gate: Gate, workers: list[tuple[int, Any]]) -> None:
         self.config = config
         self.ledger = ResourceLedger(config.resources)
         self.store = ObjectStore(config.session, config.object_store_memory, os.path.join(config.session_dir, "spill"))
@@ -204,7 +206,7 @@ class Node:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
-        self._listeners = listeners
+        self._gate = gate
         for worker_id, process in workers:
             self._adopt_worker(worker_id, process)
         self._handlers: dict[int, Callable[[ClientState, tuple[Any, ...]], None]] = {
@@ -231,6 +233,9 @@ class Node:
             "kill": self._request_kill,
             "cancel": self._request_cancel,
             "alloc": lambda _client, size: self.store.allocate(size),
+            "info": lambda _client: self.info(),
+            "resources": lambda _client: self.resources(),
+            "stats": lambda _client: self.statistics(),
         }
 
     def __repr__(self) -> str:
@@ -242,8 +247,7 @@ class Node:
     # ------------------------------------------------------------ threads
 
     def start(self) -> None:
-        for listener in self._listeners:
-            threading.Thread(target=self._accept_loop, args=(listener,), name="actorkit-accept", daemon=True).start()
+        self._gate.start(lambda sock: self.call_soon(lambda: self._add_client(sock)))
         threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -266,18 +270,6 @@ class Node:
 
         self.call_soon(run)
         return fut.result(timeout)
-
-    def _accept_loop(self, listener: Listener) -> None:
-        while not self._stopping:
-            try:
-                conn = listener.accept()
-            except Exception:
-                # A failed handshake (wrong key, peer gone) must not stop the listener.
-                if self._stopping:
-                    return
-                continue
-            sock = P.detach(conn)
-            self.call_soon(lambda sock=sock: self._add_client(sock))
 
     def _run(self) -> None:
         profile_path = os.environ.get("ACTORKIT_PROFILE_NODE")
@@ -1170,6 +1162,28 @@ class Node:
 
     # ------------------------------------------------------------- control
 
+    def info(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "node_id": config.node_id,
+            "session": config.session,
+            "session_dir": config.session_dir,
+            "data_address": config.data_address,
+            "tcp_address": config.tcp_address,
+            "object_store_memory": config.object_store_memory,
+            "pid": os.getpid(),
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        return dict(
+            self.stats,
+            **self.store.stats,
+            workers=len(self.workers),
+            objects=len(self.objects),
+            store_used=self.store.used,
+            gate=dict(self._gate.stats),
+        )
+
     def resources(self) -> dict[str, dict[str, float]]:
         return {
             "total": self.ledger.snapshot(self.ledger.total),
@@ -1211,11 +1225,7 @@ class Node:
             try:
                 _join_all([w.process for w in workers], timeout=2.0)
             finally:
-                for listener in self._listeners:
-                    try:
-                        listener.close()
-                    except OSError:
-                        pass
+                self._gate.close()
                 try:
                     self.store.clear()
                 finally:
@@ -1262,40 +1272,17 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 class NodeControl:
-    """The node's control plane, served to drivers by the Manager server."""
+    """The node's control plane, served by its Manager server: stopping it.
+
+    Everything else (information, resources, statistics) is asked on the
+    data connection, which remote drivers have too.
+    """
 
     def __init__(self, node: Node) -> None:
         self._node = node
 
-    def info(self) -> dict[str, Any]:
-        config = self._node.config
-        return {
-            "node_id": config.node_id,
-            "session": config.session,
-            "session_dir": config.session_dir,
-            "data_address": config.data_address,
-            "tcp_address": config.tcp_address,
-            "object_store_memory": config.object_store_memory,
-            "pid": os.getpid(),
-        }
+    def stop(self) -> None:
+        self._node.stop(requested=True)
 
     def wait_stopped(self) -> None:
         self._node._stopped.wait()
-
-    def resources(self) -> dict[str, dict[str, float]]:
-        return self._node.call(self._node.resources)
-
-    def stats(self) -> dict[str, Any]:
-        node = self._node
-        return node.call(
-            lambda: dict(
-                node.stats,
-                **node.store.stats,
-                workers=len(node.workers),
-                objects=len(node.objects),
-                store_used=node.store.used,
-            )
-        )
-
-    def stop(self) -> None:
-        self._node.stop(requested=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from multiprocessing.connection import Listener
 from multiprocessing.managers import BaseManager
 from typing import Any, NamedTuple
 
@@ -62,9 +61,12 @@ def serve(config: NodeConfig) -> None:
     """Manager initializer: runs in the new server process before it serves."""
     global _control
     set_process_name("actorkit:node")
-    listeners = [Listener(config.data_address, "AF_UNIX", backlog=128, authkey=config.authkey)]
+    from .gate import Gate
+
+    addresses: list[Any] = [config.data_address]
     if config.tcp_address is not None:
-        listeners.append(Listener(config.tcp_address, "AF_INET", backlog=128, authkey=config.authkey))
+        addresses.append(config.tcp_address)
+    gate = Gate(addresses, config.authkey)
     workers = [(i, spawn_worker(config, i)) for i in range(1, config.prestart_workers + 1)]
 
     def build() -> None:
@@ -72,7 +74,7 @@ def serve(config: NodeConfig) -> None:
         try:
             from .node import Node, NodeControl
 
-            node = Node(config, listeners, workers)
+            node = Node(config, gate, workers)
             _control = NodeControl(node)
             node.start()
         finally:

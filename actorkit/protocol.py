@@ -23,7 +23,7 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 _HEADER = struct.Struct("!I")
-MAX_FRAME = 1 << 30
+MAX_FRAME = 1 << 28  # refused before it is read: large values never travel inline anyway
 _READ_CHUNK = 1 << 16  # below malloc's mmap threshold: reused, not mapped per read  # larger values never travel inline: they go to shared memory
 
 # Client -> node

@@ -27,8 +27,6 @@ _lock = threading.RLock()
 _client: Client | None = None
 _driver: Driver | None = None
 _executor: TaskExecutor | None = None
-_worker_manager: tuple[str, bytes] | None = None
-_worker_control: Any = None
 
 _INIT_KEYWORDS = (
     "address",
@@ -52,7 +50,7 @@ class Driver:
 
     def __init__(
         self,
-        manager: NodeManager,
+        manager: NodeManager | None,
         node_info: dict[str, Any],
         session_dir: str,
         owns_node: bool,
@@ -71,6 +69,7 @@ class Driver:
     def control(self) -> Any:
         """The node's control-plane proxy, connected on first use (init() need not wait for it)."""
         if self._control is None:
+            assert self.manager is not None, "only the driver that started a node controls it"
             self._control = self.manager.node()  # type: ignore[attr-defined]
         return self._control
 
@@ -144,10 +143,9 @@ def current_executor() -> TaskExecutor | None:
     return _executor
 
 
-def enter_worker(client: Client, executor: TaskExecutor, manager_address: str, authkey: bytes) -> None:
-    global _client, _executor, _worker_manager
+def enter_worker(client: Client, executor: TaskExecutor) -> None:
+    global _client, _executor
     _client, _executor = client, executor
-    _worker_manager = (manager_address, authkey)
 
 
 def node_id() -> str:
@@ -333,16 +331,8 @@ def _start_local_node(
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
     write_pids(config.session_dir, os.getpid(), manager._process.pid)  # type: ignore[attr-defined]
-    info = {
-        "node_id": config.node_id,
-        "session": config.session,
-        "session_dir": config.session_dir,
-        "data_address": config.data_address,
-        "tcp_address": None,
-        "object_store_memory": store_memory,
-    }
     try:
-        return _connect_driver(manager, config.authkey, info, namespace, log_to_driver, owns_node=True)
+        return _connect_driver(manager, config.data_address, config.authkey, namespace, log_to_driver, owns_node=True)
     except BaseException:
         manager.shutdown()
         shutil.rmtree(config.session_dir, ignore_errors=True)
@@ -350,33 +340,33 @@ def _start_local_node(
 
 
 def _connect_driver(
-    manager: NodeManager,
+    manager: NodeManager | None,
+    address: Any,
     authkey: bytes,
-    info: dict[str, Any],
     namespace: str | None,
     log_to_driver: bool,
     owns_node: bool,
 ) -> tuple[Driver, Client]:
+    """Connect this process to the node at ``address`` as a driver."""
     from . import protocol as P
     from .client import Client
     from .logs import LogPrinter
 
-    address: Any = info["data_address"]
-    if not os.path.exists(address) and info.get("tcp_address"):
-        address = tuple(info["tcp_address"])  # another machine: TCP
     printer = LogPrinter() if log_to_driver else None
     job_id = os.urandom(4)
     # Without a namespace a driver gets an anonymous one of its own, as in Ray.
     namespace = namespace or f"anonymous-{job_id.hex()}"
     client = Client(
         P.Channel(P.connect(address, authkey)),
-        session=info["session"],
+        session="",
         job_id=job_id,
         role="driver",
         namespace=namespace,
-        store_capacity=info["object_store_memory"],
         on_message=_driver_message_handler(printer),
     )
+    info = client.request("info")
+    client.session = info["session"]
+    client.store_capacity = info["object_store_memory"]
     node_info = {
         "node_id": info["node_id"],
         "session": info["session"],
@@ -392,13 +382,9 @@ def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool
 
     from .cluster import find_cluster
 
-    manager_address, authkey = find_cluster(address)
-    from .node_process import NodeManager
-
-    manager = NodeManager(address=manager_address, authkey=authkey)
+    data_address, authkey = find_cluster(address)
     try:
-        manager.connect()
-        info = manager.node().info()  # type: ignore[attr-defined]
+        return _connect_driver(None, data_address, authkey, namespace, log_to_driver, owns_node=False)
     except AuthenticationError:
         raise ConnectionError(
             f"the node at {address} refused this cluster key: set ACTORKIT_AUTHKEY or "
@@ -408,7 +394,6 @@ def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool
         raise ConnectionError(
             f"cannot reach an actorkit node at {address}: {e}. Start one with `actorkit start --head`."
         ) from None
-    return _connect_driver(manager, authkey, info, namespace, log_to_driver, owns_node=False)
 
 
 def _remove_dead_sessions(root: str) -> None:
@@ -490,27 +475,9 @@ def shutdown() -> None:
         if driver.log_printer is not None:
             driver.log_printer.close()
         driver._control = None
-        if driver.owns_node:
+        if driver.owns_node and driver.manager is not None:
             driver.manager.shutdown()
             shutil.rmtree(driver.session_dir, ignore_errors=True)
-
-
-def control() -> Any:
-    """The node's control-plane proxy (a Manager proxy), connected on first use in a worker."""
-    global _worker_control
-    current_client()
-    if _driver is not None:
-        return _driver.control
-    with _lock:
-        if _worker_control is None:
-            from .node_process import NodeManager
-
-            assert _worker_manager is not None
-            address, authkey = _worker_manager
-            manager = NodeManager(address=address, authkey=authkey)
-            manager.connect()
-            _worker_control = manager.node()  # type: ignore[attr-defined]
-        return _worker_control
 
 
 atexit.register(shutdown)

@@ -376,7 +376,7 @@ def main(args: WorkerArgs) -> None:
     )
     executor = TaskExecutor(client, args.node_id)
     signal.signal(signal.SIGINT, executor.on_sigint)
-    runtime.enter_worker(client, executor, os.path.join(os.path.dirname(args.address), "node.sock"), args.authkey)
+    runtime.enter_worker(client, executor)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
     sys.stderr = _ForwardedStream(executor, is_stderr=True)
     try:

@@ -57,7 +57,7 @@ def _size(name: str) -> int:
 
 
 def node_stats() -> dict:
-    return runtime.control().stats()
+    return runtime.current_client().request("stats")
 
 
 # --------------------------------------------------------------- shared memory

@@ -1,0 +1,114 @@
+"""Where connections come in: listening sockets and the authentication handshake.
+
+Every connection must pass multiprocessing's HMAC challenge with the
+cluster's key (``multiprocessing.connection.deliver_challenge`` and
+``answer_challenge``, the same exchange ``Client(authkey=...)`` performs)
+before a single byte from it is unpickled.  ``multiprocessing.connection.Listener``
+does that handshake inside ``accept()``, one connection at a time, so one
+peer that never answers would stall every other.  Here each handshake runs
+on a thread of its own, must finish within ``HANDSHAKE_TIMEOUT_S``, and at
+most ``MAX_PENDING_HANDSHAKES`` run at once; more unauthenticated
+connections are closed at once.  That bounds the threads and descriptors a
+flood of idle connections can take.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from typing import Any
+
+HANDSHAKE_TIMEOUT_S = 5.0
+MAX_PENDING_HANDSHAKES = 16
+
+
+class Gate:
+    """Listens on unix and TCP addresses; hands authenticated sockets to ``on_connection``."""
+
+    def __init__(self, addresses: list[Any], authkey: bytes) -> None:
+        self._authkey = authkey
+        self._pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
+        self._closed = False
+        self._unix_paths: list[str] = []
+        self._sockets: list[socket.socket] = [self._listen(address) for address in addresses]
+        self.stats = {"accepted": 0, "refused": 0, "dropped": 0}
+
+    def __repr__(self) -> str:
+        return f"<Gate listening={len(self._sockets)} {self.stats}>"
+
+    def _listen(self, address: Any) -> socket.socket:
+        if isinstance(address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(address)
+            os.chmod(address, 0o600)  # only this user may even try the handshake
+            self._unix_paths.append(address)
+        else:
+            sock = socket.create_server(tuple(address), backlog=128)
+        sock.listen(128)
+        return sock
+
+    def start(self, on_connection: Callable[[socket.socket], None]) -> None:
+        for sock in self._sockets:
+            threading.Thread(
+                target=self._accept_loop, args=(sock, on_connection), name="actorkit-accept", daemon=True
+            ).start()
+
+    def _accept_loop(self, listening: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+        while not self._closed:
+            try:
+                sock, _ = listening.accept()
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            if not self._pending.acquire(blocking=False):
+                self.stats["dropped"] += 1
+                sock.close()  # too many unauthenticated connections already
+                continue
+            threading.Thread(
+                target=self._handshake, args=(sock, on_connection), name="actorkit-handshake", daemon=True
+            ).start()
+
+    def _handshake(self, sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+        sock.setblocking(True)
+        # A peer that does not finish in time is cut off: its reads fail at once.
+        deadline = threading.Timer(HANDSHAKE_TIMEOUT_S, _shut, (sock,))
+        deadline.start()
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+        except Exception:
+            self.stats["refused"] += 1
+            sock.close()
+            return
+        finally:
+            deadline.cancel()
+            conn.close()
+            self._pending.release()
+        self.stats["accepted"] += 1
+        on_connection(sock)
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

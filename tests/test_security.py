@@ -1,0 +1,82 @@
+"""The node lets no one in without the key, and cannot be exhausted by those it keeps out."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+
+import pytest
+
+import actorkit as ray
+from actorkit import protocol, runtime
+from actorkit.gate import HANDSHAKE_TIMEOUT_S, MAX_PENDING_HANDSHAKES
+
+
+@ray.remote
+def add(a, b):
+    return a + b
+
+
+def data_address() -> str:
+    return runtime._driver.node_info["address"]  # type: ignore[union-attr]
+
+
+def test_idle_unauthenticated_connections_are_bounded_and_cut_off(shutdown_only):
+    ray.init(num_cpus=1)
+    flood = []
+    try:
+        for _ in range(MAX_PENDING_HANDSHAKES * 3):  # bounded, local, stops by itself
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(data_address())
+            flood.append(sock)
+        # The node keeps serving while they hang in the handshake.
+        assert ray.get(add.remote(1, 2), timeout=10) == 3
+        # Every one of them is closed by the node: the surplus at once, the rest
+        # when the handshake deadline passes.
+        started = time.monotonic()
+        open_ones = list(flood)
+        while open_ones:
+            remaining = HANDSHAKE_TIMEOUT_S + 5 - (time.monotonic() - started)
+            assert remaining > 0, f"{len(open_ones)} idle connections were never cut off"
+            readable, _, _ = select.select(open_ones, [], [], remaining)
+            for sock in readable:
+                sock.setblocking(False)
+                try:
+                    while sock.recv(4096):
+                        pass  # the challenge itself; EOF follows
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                open_ones.remove(sock)
+        stats = runtime.current_client().request("stats")["gate"]
+        assert stats["dropped"] >= MAX_PENDING_HANDSHAKES
+        assert stats["refused"] >= 1
+    finally:
+        for sock in flood:
+            sock.close()
+    assert ray.get(add.remote(2, 3)) == 5
+
+
+def test_wrong_key_is_refused_at_once(shutdown_only):
+    ray.init(num_cpus=1)
+    from multiprocessing import AuthenticationError
+
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError):
+        protocol.connect(data_address(), b"not the key" * 3)
+    assert time.monotonic() - started < 2
+    assert ray.get(add.remote(1, 1)) == 2
+
+
+def test_oversized_frame_is_refused_before_it_is_read(shutdown_only):
+    ray.init(num_cpus=1)
+    key = runtime._driver.manager._authkey  # type: ignore[union-attr]
+    sock = protocol.connect(data_address(), bytes(key))
+    sock.sendall(struct.pack("!I", protocol.MAX_FRAME + 1))  # and never the body
+    sock.settimeout(10)
+    assert sock.recv(1) == b""  # the node hung up
+    sock.close()
+    assert ray.get(add.remote(4, 4)) == 8
