@@ -3,13 +3,15 @@
 Run with:  python examples/filelock_and_signal.py
 """
 
+import asyncio
 import os
 import tempfile
 
 os.environ["ACTORKIT_DEDUP_LOGS"] = "0"  # show every task's "go!"
 
+from filelock import FileLock  # noqa: E402  (also actorkit.util.FileLock)
+
 import actorkit as ray  # noqa: E402
-from actorkit.util import FileLock, SignalActor  # noqa: E402
 
 workdir = tempfile.mkdtemp(prefix="actorkit-filelock-")
 data_path = os.path.join(workdir, "my_data.txt")
@@ -21,6 +23,23 @@ def write_to_file(text, path):
     with FileLock(path + ".lock"):
         with open(path, "a") as f:
             f.write(text)
+
+
+@ray.remote(num_cpus=0)
+class SignalActor:
+    """The seed's SignalActor (actorkit.util.SignalActor is the same, with a few extras)."""
+
+    def __init__(self):
+        self.ready_event = asyncio.Event()
+
+    def send(self, clear=False):
+        self.ready_event.set()
+        if clear:
+            self.ready_event.clear()
+
+    async def wait(self, should_wait=True):
+        if should_wait:
+            await self.ready_event.wait()
 
 
 @ray.remote
