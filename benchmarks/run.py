@@ -457,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not explicit:
                 plan = [(row, s) for row, s in plan if s != "ray"]
 
-    if any(row.name == "map_2000_1ms" for row, _ in plan):
+    if any(row.name in ("map_2000_1ms", "pool_map_and_imap") for row, _ in plan):
         params["busy_loops"] = calibrate_busy_loops()
         params["serial_s"] = serial_seconds(params["busy_loops"], params["map_tasks"])
         print(

@@ -85,6 +85,7 @@ class Sizes:
     refs_in_object: int = 10_000
     put_drop: int = 20_000
     put_drop_mb: int = 1
+    imap_items: int = 10_000
 
 
 DEFAULT_SIZES = Sizes()
@@ -102,6 +103,7 @@ QUICK_SIZES = Sizes(
     actor_async=1000,
     refs_in_object=2000,
     put_drop=2000,
+    imap_items=2000,
 )
 FULL_SIZES = dataclasses.replace(DEFAULT_SIZES, put_drop=100_000)
 
@@ -419,6 +421,38 @@ def fw_map(ray: Any, p: Params) -> list[Result]:
     ray.get([f.remote(loops) for _ in range(2 * NUM_CPUS)])
     el = _timed(lambda: ray.get([f.remote(loops) for _ in range(n)]))
     return [res("efficiency", p["serial_s"] / (el * NUM_CPUS), wall_s=round(el, 4))]
+
+
+def _framework_pool(ray: Any) -> Any:
+    """The framework's multiprocessing.Pool drop-in (actorkit.util / ray.util)."""
+    import importlib
+
+    return importlib.import_module(f"{ray.__name__}.util.multiprocessing").Pool(NUM_CPUS)
+
+
+def _pool_rows(pool: Any, p: Params) -> list[Result]:
+    loops, n, items = p["busy_loops"], p["map_tasks"], p["imap_items"]
+    pool.map(noop, range(4 * NUM_CPUS))  # warm: every worker started
+    t_map = _timed(lambda: pool.map(busy, [loops] * n))
+    t_imap = _timed(lambda: sum(1 for _ in pool.imap(noop, range(items))))
+    return [res("map_rate", n / t_map), res("imap_rate", items / t_imap)]
+
+
+def fw_pool(ray: Any, p: Params) -> list[Result]:
+    pool = _framework_pool(ray)
+    try:
+        return _pool_rows(pool, p)
+    finally:
+        pool.terminate()
+
+
+def bl_pool_mp(p: Params) -> list[Result]:
+    pool = _spawn_pool()
+    try:
+        return _pool_rows(pool, p)
+    finally:
+        pool.close()
+        pool.join()
 
 
 def fw_nested(ray: Any, p: Params) -> list[Result]:
@@ -781,6 +815,18 @@ ROWS: tuple[Row, ...] = (
         "put() of a 1 MB array, dropped at once, N times; peak tree memory growth",
         (_m("rate", "ops/s", "higher", "ray"), _m("peak_mem", "MB", "lower", "ray")),
         fw_put_and_drop,
+    ),
+)
+ROWS = ROWS + (
+    Row(
+        "pool_map_and_imap",
+        "util.multiprocessing.Pool: map of ~1 ms tasks, imap of tiny items, vs multiprocessing.Pool",
+        (
+            _m("map_rate", "tasks/s", "higher", "baseline:mp_pool", Target("ratio", ">=", 0.9)),
+            _m("imap_rate", "items/s", "higher", "baseline:mp_pool", Target("ratio", ">=", 0.9)),
+        ),
+        fw_pool,
+        {"mp_pool": bl_pool_mp},
     ),
 )
 ROWS_BY_NAME = {row.name: row for row in ROWS}
