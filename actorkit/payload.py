@@ -156,11 +156,5 @@ def decode(
     return pickle.loads(payload.data, buffers=buffers)  # type: ignore[arg-type]
 
 
-def release_payload(payload: Payload) -> None:
-    """Free the payload's shared memory (called by the node that owns it)."""
-    if payload.segment is not None:
-        shm.unlink(payload.segment)
-
-
 def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN

@@ -186,6 +186,3 @@ class ReadyQueue:
             self._count -= 1
             return True
         return False
-
-    def all(self) -> list[Any]:
-        return [t for q in self._by_shape.values() for t in q]
