@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from . import runtime
 from .object_ref import ObjectRef
-from .options import UNSUPPORTED, resource_demand, validate_task_options
+from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
 
 ACTOR_OPTIONS = frozenset(
     {
@@ -48,8 +48,7 @@ _NUM_RETURNS_ATTR = "__actorkit_num_returns__"
 
 def method(*, num_returns: int = 1) -> Any:
     """Decorate an actor method with options: ``@actorkit.method(num_returns=2)``."""
-    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(f"method(num_returns={num_returns!r}) must be an int >= 0")
+    whole_number("@method()", "num_returns", num_returns, 0)
 
     def decorate(function: Any) -> Any:
         setattr(function, _NUM_RETURNS_ATTR, num_returns)
@@ -66,12 +65,10 @@ def validate_actor_options(options: dict[str, Any], where: str) -> dict[str, Any
             raise ValueError(f"{where}: unknown actor option {name!r}; actors accept {', '.join(sorted(ACTOR_OPTIONS))}")
     validate_task_options({k: v for k, v in options.items() if k in _SHARED_WITH_TASKS}, where)
     for name in ("max_restarts", "max_task_retries"):
-        n = options.get(name)
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < -1):
-            raise ValueError(f"{where}: {name}={n!r} must be an int >= -1 (-1: forever)")
-    n = options.get("max_concurrency")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"{where}: max_concurrency={n!r} must be an int >= 1")
+        if options.get(name) is not None:
+            whole_number(where, name, options[name], -1, " (-1: forever)")
+    if options.get("max_concurrency") is not None:
+        whole_number(where, "max_concurrency", options["max_concurrency"], 1)
     lifetime = options.get("lifetime")
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError(f"{where}: lifetime={lifetime!r} must be 'detached', 'non_detached' or None")
@@ -218,8 +215,7 @@ class ActorMethod:
     def options(self, *, num_returns: int | None = None, name: str | None = None) -> ActorMethod:
         """This method with another ``num_returns``."""
         n = self._num_returns if num_returns is None else num_returns
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{self._name}.options(num_returns={n!r}) must be an int >= 0")
+        whole_number(f"{self._name}.options()", "num_returns", n, 0)
         return ActorMethod(self._target, self._name, n)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -49,6 +49,13 @@ def _number(where: str, name: str, value: Any, *, minimum: float = 0) -> float:
     return value
 
 
+def whole_number(where: str, name: str, value: Any, minimum: int, meaning: str = "") -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where}: {name}={value!r} must be an int >= {minimum}{meaning}")
+    return value
+
+
 def _whole_or_fraction(where: str, name: str, value: Any) -> float:
     value = _number(where, name, value)
     if value > 1 and value != int(value):
@@ -69,9 +76,7 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
                 f"{where}: unknown option {name!r}; tasks accept {', '.join(sorted(TASK_OPTIONS))}"
             )
     if "num_returns" in options:
-        n = options["num_returns"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{where}: num_returns={n!r} must be an int >= 0")
+        whole_number(where, "num_returns", options["num_returns"], 0)
     if options.get("num_cpus") is not None:
         _number(where, "num_cpus", options["num_cpus"])
     if options.get("num_gpus") is not None:
@@ -91,13 +96,9 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
     if accelerator is not None and not isinstance(accelerator, str):
         raise TypeError(f"{where}: accelerator_type must be a str, not {accelerator!r}")
     if "max_retries" in options:
-        n = options["max_retries"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < -1:
-            raise ValueError(f"{where}: max_retries={n!r} must be an int >= -1 (-1: retry forever)")
+        whole_number(where, "max_retries", options["max_retries"], -1, " (-1: retry forever)")
     if "max_calls" in options:
-        n = options["max_calls"]
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{where}: max_calls={n!r} must be an int >= 0 (0: no limit)")
+        whole_number(where, "max_calls", options["max_calls"], 0, " (0: no limit)")
     if "retry_exceptions" in options:
         retry = options["retry_exceptions"]
         if not isinstance(retry, bool) and not (
