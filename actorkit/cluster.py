@@ -88,7 +88,8 @@ def run_head(
     from .node_process import NodeManager, serve, wait_until_stopped
     from .procutil import set_process_name
 
-    if read_local_cluster() is not None and _node_alive(read_local_cluster()):  # type: ignore[arg-type]
+    existing = read_local_cluster()
+    if existing is not None and _node_alive(existing):
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
@@ -175,13 +176,7 @@ def start_head_in_background(argv: list[str]) -> int:
 
 
 def _node_alive(info: dict[str, Any]) -> bool:
-    try:
-        os.kill(info["pid"], 0)
-    except (ProcessLookupError, KeyError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    return "pid" in info and runtime.process_alive(info["pid"])
 
 
 def stop_local_cluster() -> int:

@@ -470,29 +470,25 @@ class Node:
 
     def _payload_of(self, object_id: bytes, entry: ObjectEntry) -> Payload:
         """The payload to send out, restoring the object from disk if it was spilled."""
-        payload = entry.payload
-        assert payload is not None
-        if self.store.is_spilled(object_id):
-            payload = entry.payload = self.store.restore(object_id, payload)
+        if self._bring_back(object_id, entry):
             self.store.make_room(protect={object_id})
-        else:
-            self.store.touch(object_id)
-        return payload
+        return entry.payload  # type: ignore[return-value]
 
     def _deps_of(self, spec: Any) -> dict[bytes, Payload]:
-        deps = {}
-        restored = False
-        for object_id in spec.deps:
-            entry = self.objects[object_id]
-            if self.store.is_spilled(object_id):
-                entry.payload = self.store.restore(object_id, entry.payload)  # type: ignore[arg-type]
-                restored = True
-            else:
-                self.store.touch(object_id)
-            deps[object_id] = entry.payload
-        if restored:
+        """A task's argument payloads, all in memory at once."""
+        restored = [self._bring_back(object_id, self.objects[object_id]) for object_id in spec.deps]
+        if any(restored):
             self.store.make_room(protect=set(spec.deps))
-        return deps
+        return {object_id: self.objects[object_id].payload for object_id in spec.deps}  # type: ignore[misc]
+
+    def _bring_back(self, object_id: bytes, entry: ObjectEntry) -> bool:
+        """Restore a spilled object (True) or mark it recently used (False)."""
+        assert entry.payload is not None
+        if self.store.is_spilled(object_id):
+            entry.payload = self.store.restore(object_id, entry.payload)
+            return True
+        self.store.touch(object_id)
+        return False
 
     def _error_payload(self, error: BaseException) -> Payload:
         from .payload import encode  # pickling machinery, loaded only when needed

@@ -418,7 +418,7 @@ def _remove_dead_sessions(root: str) -> None:
                 pids = [int(p) for p in f.read().split()]
         except (OSError, ValueError):
             continue  # starting right now, or not ours
-        if len(pids) != 2 or any(_alive(pid) for pid in pids) or _listening(os.path.join(path, "data.sock")):
+        if len(pids) != 2 or any(process_alive(pid) for pid in pids) or _listening(os.path.join(path, "data.sock")):
             continue
         shm.unlink_session(entry.split("-")[1])
         shutil.rmtree(path, ignore_errors=True)
@@ -435,7 +435,7 @@ def _listening(address: str) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
