@@ -73,7 +73,7 @@ class TaskRecord:
 
     __slots__ = (
         "spec", "owner", "demand", "shape", "seq", "unresolved", "worker", "allocation", "retries_left",
-        "parent", "depth", "cancelled", "done", "started_at",
+        "parent", "depth", "cancelled", "done", "started_at", "return_ids",
     )
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
@@ -90,6 +90,7 @@ class TaskRecord:
         self.cancelled = False
         self.done = False
         self.started_at = 0.0
+        self.return_ids = spec.return_ids()
 
     def __repr__(self) -> str:
         return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
@@ -512,7 +513,7 @@ class Node:
             task.parent = submitter.task.spec.task_id
             task.depth = submitter.task.depth + 1
             self.children.setdefault(task.parent, []).append(spec.task_id)
-        for object_id in spec.return_ids():
+        for object_id in task.return_ids:
             entry = self.objects[object_id] = ObjectEntry()
             entry.refcount = 1
             # The submitter gets the results unasked (it is their owner, as in Ray):
@@ -770,7 +771,7 @@ class Node:
                     del self.children[task.parent]
         if task.cancelled and (not payloads or payloads[0].is_error):
             payloads = [self._cancelled_payload(task)] * spec.num_returns
-        for object_id, payload in zip(spec.return_ids(), payloads):
+        for object_id, payload in zip(task.return_ids, payloads):
             self._set_object(object_id, payload)
         if pinned_deps:
             for object_id in spec.deps:
