@@ -11,10 +11,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actorkit", description="Run an actorkit node that drivers can join.")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="start a node server")
-    start.add_argument("--head", action="store_true", help="start the head node (required for now)")
-    start.add_argument("--address", help="join the head node at HOST:PORT (not supported yet)")
+    start.add_argument("--head", action="store_true", help="start the head node")
+    start.add_argument("--address", help="join the head node at HOST:PORT with this machine")
     start.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    start.add_argument("--port", type=int, help="also serve drivers over TCP on this port; default: unix socket only")
+    start.add_argument(
+        "--port",
+        type=int,
+        help="head: serve drivers and nodes over TCP on this port (default: a unix socket only, "
+        "for drivers on this machine); member: serve objects on this port (default: any free one)",
+    )
     start.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     start.add_argument("--num-gpus", type=float, help="GPUs to offer (default: 0)")
     start.add_argument("--resources", type=json.loads, help='custom resources as JSON, e.g. \'{"node_a": 1}\'')
@@ -31,14 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.stop_local_cluster()
     if args.command == "status":
         return cluster.print_status(args.address)
-    if args.address:
-        parser.error("joining a head node (--address) is not supported yet: start a single --head node")
-    if not args.head:
-        parser.error("start needs --head")
+    if args.head == bool(args.address):
+        parser.error("start needs either --head or --address HOST:PORT (of the head)")
     if not args.block:
         return cluster.start_head_in_background(sys.argv[1:] if argv is None else argv)
     num_cpus = int(args.num_cpus) if args.num_cpus is not None and args.num_cpus == int(args.num_cpus) else args.num_cpus
-    cluster.run_head(num_cpus, args.num_gpus, args.resources, args.host, args.port, args.object_store_memory)
+    if args.address:
+        cluster.run_member(
+            args.address, num_cpus, args.num_gpus, args.resources, args.host, args.port, args.object_store_memory
+        )
+    else:
+        cluster.run_head(num_cpus, args.num_gpus, args.resources, args.host, args.port, args.object_store_memory)
     return 0
 
 

@@ -138,6 +138,7 @@ class ActorClass:
         """Start an actor; returns its handle at once (``__init__`` runs in the background)."""
         from . import protocol as P
         from .remote_function import encode_arguments, function_bytes_to_send
+        from .strategy import strategy_to_wire
         from .task_spec import ActorSpec
 
         client = runtime.current_client()
@@ -167,6 +168,7 @@ class ActorClass:
             detached=options.get("lifetime") == "detached",
             get_if_exists=bool(options.get("get_if_exists")),
             runtime_env=options.get("runtime_env"),
+            strategy=strategy_to_wire(options.get("scheduling_strategy"), self.__qualname__),
         )
         if spec.name is None:
             client.send_soon((P.CREATE_ACTOR, spec))

@@ -186,27 +186,8 @@ def available_resources() -> dict[str, float]:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """The cluster's nodes, as Ray describes them."""
-    client = runtime.current_client()
-    info = client.request("info")
-    resources = client.request("resources")
-    return [
-        {
-            "NodeID": info["node_id"],
-            "Alive": True,
-            "alive": True,
-            "NodeManagerAddress": "127.0.0.1",
-            "NodeManagerHostname": _hostname(),
-            "Resources": resources["total"],
-            "ObjectStoreSocketName": info["data_address"],
-        }
-    ]
-
-
-def _hostname() -> str:
-    import platform
-
-    return platform.node()
+    """The cluster's nodes, as Ray describes them (dead ones included, ``Alive`` False)."""
+    return runtime.current_client().request("nodes")
 
 
 class RuntimeContext(NamedTuple):

@@ -76,11 +76,19 @@ class Client:
         worker_id: int | None = None,
         namespace: str | None = None,
         store_capacity: int = 1 << 62,
+        authkey: bytes = b"",
+        transfer_address: Any = None,
         on_message: Callable[[tuple[Any, ...]], None] | None = None,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.store_capacity = store_capacity
+        self.authkey = authkey
+        # This machine's TransferServer when it is not the node's (on a member node of a
+        # cluster): it fetches objects made on other machines, and this process's
+        # segments are that member's, never recycled ones of the node's.
+        self.transfer_address = transfer_address
+        self._localize: Callable[[bytes, Payload], Payload] | None = None
         self.job_id = job_id
         self.role = role
         self.worker_id = worker_id
@@ -367,7 +375,7 @@ class Client:
                 f"{self.store_capacity:,} bytes. Start with a larger init(object_store_memory=...), "
                 f"or split the object."
             )
-        if size >= POOL_MIN_SIZE:
+        if size >= POOL_MIN_SIZE and self.transfer_address is None:
             recycled = self.request("alloc", size)
             if recycled is not None:
                 name, _capacity = recycled
@@ -505,14 +513,31 @@ class Client:
         """The value of an object; arrays in it view its shared memory and pin it."""
         if data.segment is None:
             return payload_codec.decode(data)
+        from . import shm
+
+        if shm.session_of(data.segment) != self.session:
+            data = self._localized(object_id, data)
         with self._lock:
             mapping = self._mappings.get(object_id)
             if mapping is None:
                 # One mapping per object and process: every get() of it shares the memory.
-                from . import shm
-
                 mapping = self._mappings[object_id] = shm.attach(data.segment, data.segment_size)
         return payload_codec.decode(data, mapping, pin=lambda: self._pin_view(object_id))
+
+    def _localized(self, object_id: bytes, data: Payload) -> Payload:
+        """A copy on this machine of an object made on another node of the cluster."""
+        if self._localize is None:
+            from .object_transfer import localize_from
+
+            address = self.transfer_address or self.request("info").get("transfer_address")
+            if address is None:
+                raise ObjectLostError(f"object {object_id.hex()} is held by another node, which this node cannot reach")
+            self._localize = localize_from(address, self.authkey)
+        local = self._localize(object_id, data)
+        with self._lock:
+            if object_id in self._ready:
+                self._ready[object_id] = local
+        return local
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()

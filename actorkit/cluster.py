@@ -52,8 +52,9 @@ def read_local_cluster() -> dict[str, Any] | None:
     return info
 
 
-def find_cluster(address: str) -> tuple[Any, bytes]:
-    """The data address and key of the node ``address`` names ("auto" or "HOST:PORT")."""
+def find_cluster(address: str) -> tuple[Any, bytes, dict[str, Any] | None]:
+    """Where a driver connects for ``address`` ("auto" or "HOST:PORT"): the head's data
+    address, the key, and (on a member node's machine) that member's description."""
     local = read_local_cluster()
     key = _key_from_environment()
     if address == "auto":
@@ -62,7 +63,10 @@ def find_cluster(address: str) -> tuple[Any, bytes]:
                 "init(address='auto') found no node started on this machine; start one with "
                 "`actorkit start --head`, or call init() without an address for a private one"
             )
-        return local["data_address"], key or local["authkey"]
+        data_address = local["data_address"]
+        if isinstance(data_address, list):
+            data_address = tuple(data_address)
+        return data_address, key or local["authkey"], local.get("member")
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
@@ -73,8 +77,22 @@ def find_cluster(address: str) -> tuple[Any, bytes]:
                 f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
             )
         key = local["authkey"]
-    return (host, int(port)), key
+    return (host, int(port)), key, None
 
+
+def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """Whether ``address`` is a member node's: then the head's address and the member."""
+    from . import protocol as P
+
+    channel = P.Channel(P.connect(address, authkey))
+    try:
+        channel.send([(P.REQUEST, 0, "info", ())])
+        (_kind, _request_id, ok, info), = channel.recv()
+    finally:
+        channel.close()
+    if not ok or "head" not in info:
+        return address, None
+    return tuple(info["head"]), {"transfer_address": address, "session": info["session"]}
 
 def run_head(
     num_cpus: float | None,
@@ -83,36 +101,47 @@ def run_head(
     host: str,
     port: int | None,
     object_store_memory: int | None,
+    register: bool = True,
+    on_listening: Any = None,
 ) -> None:
-    """Run a head node in this process until ``actorkit stop`` or a signal."""
+    """Run a head node in this process until ``actorkit stop`` or a signal.
+
+    ``register``: write ``cluster.json`` and the key for ``init(address="auto")``
+    and ``actorkit stop`` (``cluster_utils.Cluster`` does not).
+    ``on_listening(address, config)`` is called once it listens on TCP.
+    """
+    from . import node_process
     from .node_process import NodeManager, serve, wait_until_stopped
     from .procutil import set_process_name
 
     existing = read_local_cluster()
-    if existing is not None and _node_alive(existing):
+    if register and existing is not None and _node_alive(existing):
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
     tcp = (host, port) if port is not None else None
     config = runtime.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
+    key = _key_from_environment()
+    if key is not None:
+        config = config._replace(authkey=key)
     set_process_name("actorkit:node")
     # The Manager (stop) stays on a local socket; drivers elsewhere use the data port.
     server = NodeManager(address=config.manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
     serve(config)
     runtime.write_pids(config.session_dir, os.getpid(), os.getpid())
     info_path, key_path = _files()
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(config.authkey)
-    with open(info_path + ".tmp", "w") as f:
-        json.dump({"data_address": config.data_address, "pid": os.getpid(), "session_dir": config.session_dir}, f)
-    os.replace(info_path + ".tmp", info_path)
+    if register:
+        _write_cluster_files(config.authkey, {"data_address": config.data_address, "pid": os.getpid(), "session_dir": config.session_dir})
     threading.Thread(target=server.serve_forever, name="actorkit-manager", daemon=True).start()
 
     def stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    if port is not None:
+        host, port = node_process.listening[-1]
+        if on_listening is not None:
+            on_listening(f"{host}:{port}", config)
     where = f"{host}:{port}" if port is not None else "this machine (unix socket)"
     print(f"actorkit node {config.node_id[:8]} listening on {where}", flush=True)
     if port is not None and host not in _LOOPBACK:
@@ -131,24 +160,105 @@ def run_head(
         if _control is not None:
             _control.stop()
     finally:
-        for path in (info_path, key_path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        if register:
+            for path in (info_path, key_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
         import shutil
 
         server.listener.close()  # removes its socket file, before the directory goes
         shutil.rmtree(config.session_dir, ignore_errors=True)
 
 
+def _write_cluster_files(authkey: bytes, info: dict[str, Any]) -> None:
+    info_path, key_path = _files()
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authkey)
+    with open(info_path + ".tmp", "w") as f:
+        json.dump(info, f)
+    os.replace(info_path + ".tmp", info_path)
+
+
+def run_member(
+    address: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    host: str,
+    port: int | None,
+    object_store_memory: int | None,
+    register: bool = True,
+    on_ready: Any = None,
+) -> None:
+    """Join the head at ``address`` with this machine until the head stops, ``actorkit stop`` or a signal."""
+    from multiprocessing import AuthenticationError
+
+    from .member import MemberNode
+
+    if address == "auto":
+        raise SystemExit("actorkit start --address needs the head's HOST:PORT")
+    head_address, key, _ = find_cluster(address)
+    totals = runtime._validated_resources(num_cpus, num_gpus, resources)
+    store_memory = runtime._validated_store_memory(object_store_memory)
+    try:
+        member = MemberNode(head_address, key, totals, host, port or 0, store_memory)
+    except AuthenticationError:
+        raise SystemExit(
+            f"the head at {address} refused this node's key: set ACTORKIT_AUTHKEY or "
+            f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
+        ) from None
+    except OSError as e:
+        raise SystemExit(f"cannot reach the head at {address}: {e}") from None
+    existing = read_local_cluster()
+    register = register and not (existing is not None and _node_alive(existing))
+    if register:
+        _write_cluster_files(
+            key,
+            {
+                "data_address": head_address,
+                "pid": os.getpid(),
+                "session_dir": member.config.session_dir,
+                "member": {"transfer_address": member.transfer_address, "session": member.config.session},
+            },
+        )
+
+    def stop(_signum: int, _frame: Any) -> None:
+        member.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    where = "{}:{}".format(*member.transfer_address)
+    print(f"actorkit node {member.node_id[:8]} joined the head at {address}; serving objects on {where}", flush=True)
+    if host not in _LOOPBACK:
+        print(f"warning: listening on {host}, beyond this machine", file=sys.stderr, flush=True)
+    def joined(member: MemberNode) -> None:
+        print("ready", flush=True)
+        if on_ready is not None:
+            on_ready(member)
+
+    try:
+        member.run(joined)
+    finally:
+        if register:
+            for path in _files():
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+    print(f"actorkit node {member.node_id[:8]} stopped: {member.why_stopped}", flush=True)
+
+
 def start_head_in_background(argv: list[str]) -> int:
-    """Start ``actorkit start --head --block`` detached; return once it is ready.
+    """Start ``actorkit start ... --block`` (a head or a member) detached; return once it is ready.
 
     The node's own output goes to ``head.log`` beside the cluster files: it
     must not hold the terminal (or a caller's pipes) open after this returns.
     """
-    log_path = os.path.join(runtime.session_root(), "head.log")
+    log_path = os.path.join(runtime.session_root(), "head.log" if "--head" in argv else "node.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorkit", *argv, "--block"],

@@ -22,6 +22,8 @@ __all__ = [
     "ObjectLostError",
     "WorkerCrashedError",
     "NodeDiedError",
+    "TaskUnschedulableError",
+    "ActorUnschedulableError",
     "RaySystemError",
     "RayError",
     "RayTaskError",
@@ -155,6 +157,14 @@ class WorkerCrashedError(ActorkitError):
 
 class NodeDiedError(ActorkitError):
     """The node server died or cannot be reached."""
+
+
+class TaskUnschedulableError(ActorkitError):
+    """The task can never run: its node-affinity strategy names a node that is dead or unknown."""
+
+
+class ActorUnschedulableError(ActorDiedError):
+    """The actor can never be placed: its node-affinity strategy names a node that is dead or unknown."""
 
 
 class RaySystemError(ActorkitError):

@@ -39,6 +39,11 @@ class Gate:
     def __repr__(self) -> str:
         return f"<Gate listening={len(self._sockets)} {self.stats}>"
 
+    @property
+    def addresses(self) -> list[Any]:
+        """Where it listens (a TCP port asked as 0 shows the one it got)."""
+        return [sock.getsockname()[:2] if sock.family != socket.AF_UNIX else sock.getsockname() for sock in self._sockets]
+
     def _listen(self, address: Any) -> socket.socket:
         if isinstance(address, str):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

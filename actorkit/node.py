@@ -37,15 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from . import shm
-from .exceptions import ObjectLostError, WorkerCrashedError
+from .exceptions import ObjectLostError, TaskUnschedulableError, WorkerCrashedError
+from .members import Members, NodeRecord, RemoteProcess
 from .node_process import NodeConfig, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
-from .scheduler import Allocation, ReadyQueue, ResourceLedger, demand_of, shape_of
+from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
 from .task_spec import ActorSpec, TaskSpec, spec_from_wire, spec_to_wire
 
 if TYPE_CHECKING:
     from .gate import Gate
+    from .object_transfer import TransferServer
 
 # Tasks lined up on a busy worker beyond the one it runs. Two keep a worker
 # fed across the round trip to the node; more would starve idle workers.
@@ -124,7 +126,7 @@ def _forever(n: int) -> int:
 class ClientState:
     """A connected driver or worker, as the node sees it."""
 
-    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed")
+    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member")
 
     def __init__(self, conn: P.NodeConn) -> None:
         self.conn = conn
@@ -135,6 +137,7 @@ class ClientState:
         self.worker: WorkerState | None = None
         self.writing = False
         self.closed = False
+        self.member: NodeRecord | None = None  # for a member node's connection
 
     def __repr__(self) -> str:
         return f"<{self.role} pid={self.pid}>"
@@ -143,12 +146,13 @@ class ClientState:
 class WorkerState:
     __slots__ = (
         "worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor",
-        "calls", "retiring", "idle_since",
+        "calls", "retiring", "idle_since", "node",
     )
 
-    def __init__(self, worker_id: int, process: Any) -> None:
+    def __init__(self, worker_id: int, process: Any, node: NodeRecord) -> None:
         self.worker_id = worker_id
         self.process = process
+        self.node = node
         self.client: ClientState | None = None
         self.task: TaskRecord | None = None
         # Tasks sent ahead of time, run when ``task`` ends, inheriting its allocation.
@@ -173,8 +177,38 @@ class Node:
 
     def __init__(self, config: NodeConfig, gate: Gate, workers: list[tuple[int, Any]]) -> None:
         self.config = config
-        self.ledger = ResourceLedger(config.resources)
-        self.store = ObjectStore(config.session, config.object_store_memory, os.path.join(config.session_dir, "spill"))
+        self.head = NodeRecord(
+            {
+                "node_id": config.node_id,
+                "session": config.session,
+                "hostname": socket.gethostname(),
+                "address": config.tcp_address[0] if config.tcp_address else "127.0.0.1",
+                "resources": config.resources,
+                "pid": os.getpid(),
+            },
+            None,
+        )
+        self.nodes: dict[str, NodeRecord] = {config.node_id: self.head}
+        self.members = Members(self, self.head)
+        self.transfer: TransferServer | None = None
+        if config.tcp_address is not None:
+            # Part of a cluster: other nodes fetch the objects made here from this server.
+            from .object_transfer import TransferServer
+
+            self.transfer = TransferServer(
+                config.session,
+                config.authkey,
+                [(config.tcp_address[0], 0)],
+                {"node_id": config.node_id, "head": gate.addresses[-1]},
+                lambda object_id: self.call_soon(lambda: self.members.add_copies(self.head, [object_id])),
+            )
+            self.head.transfer_address = self.transfer.address
+        self.store = ObjectStore(
+            config.session,
+            config.object_store_memory,
+            os.path.join(config.session_dir, "spill"),
+            free_remote=self.members.free_segment,
+        )
         self.objects: dict[bytes, ObjectEntry] = {}
         self.functions: dict[bytes, bytes] = {}
         self.drivers: dict[bytes, ClientState] = {}
@@ -227,6 +261,7 @@ class Node:
             P.ACTOR_FAILED: self._on_actor_failed,
             P.ACTOR_EXIT: self._on_actor_exit,
             P.REQUEST: self._on_request,
+            **self.members.handlers,
         }
         self._requests: dict[str, Callable[..., Any]] = {
             "create_actor": self._request_create_actor,
@@ -237,6 +272,7 @@ class Node:
             "info": lambda _client: self.info(),
             "resources": lambda _client: self.resources(),
             "stats": lambda _client: self.statistics(),
+            "nodes": lambda _client: [n.describe() for n in self.nodes.values()],
         }
 
     def __repr__(self) -> str:
@@ -248,6 +284,9 @@ class Node:
     # ------------------------------------------------------------ threads
 
     def start(self) -> None:
+        if self.transfer is not None:
+            self.transfer.start()
+            self.members._broadcast_table()
         self._gate.start(lambda sock: self.call_soon(lambda: self._add_client(sock)))
         threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
 
@@ -289,11 +328,12 @@ class Node:
     def _loop(self) -> None:
         try:
             while not self._stopping:
-                for key, mask in self._selector.select(self._idle_timeout()):
+                for key, mask in self._selector.select(self._timeout()):
                     key.data(mask)
                 if self._schedule_needed:
                     self._schedule()
                 self._retire_idle_workers()
+                self.members.check_liveness()
                 self._flush()
         except BaseException:
             traceback.print_exc()
@@ -337,6 +377,11 @@ class Node:
             client.conn.queue(message)
             self._dirty.add(client)
 
+    send = _send  # for Members
+
+    def request_schedule(self) -> None:
+        self._schedule_needed = True
+
     def _flush(self) -> None:
         if not self._dirty:
             return
@@ -367,6 +412,8 @@ class Node:
             if client.pid == self.config.owner_pid and self.config.owner_pid:
                 # The driver that started this node is gone (even if killed): stop.
                 self._stopping = True
+        elif client.member is not None:
+            self.members.node_died(client.member, "its connection to the head closed")
         elif client.worker is not None and client.worker.process.is_alive():
             # A worker that hangs up is of no use any more; its sentinel reports the exit.
             client.worker.process.kill()
@@ -383,6 +430,8 @@ class Node:
                 return
             worker.client = client
             client.worker = worker
+            if isinstance(worker.process, RemoteProcess):
+                worker.process.pid = client.pid
             self._schedule_needed = True
 
     # ------------------------------------------------------------ objects
@@ -463,6 +512,8 @@ class Node:
                 continue
             del self.objects[freed_id]
             self.stats["objects_freed"] += 1
+            if freed_id in self.members.copies:
+                self.members.object_freed(freed_id)
             if freed_id in self.actors:
                 self._actor_out_of_scope(self.actors[freed_id])
             if entry.payload is not None:
@@ -555,35 +606,60 @@ class Node:
                 # (Error payloads are inline, so sharing one between objects is safe.)
                 self._finish(task, [dep] * task.spec.num_returns)
                 return
-        missing = self.ledger.missing(task.demand)
+        strategy = task.spec.strategy
+        if strategy is not None and strategy != "SPREAD" and not strategy[2]:
+            target = self.nodes.get(strategy[1])
+            if target is None or not target.alive:
+                self._unschedulable(task, f"its NodeAffinitySchedulingStrategy names node {strategy[1]}, which is {'dead' if target else 'unknown'}")
+                return
+        missing = unplaceable(task.demand, strategy, self.nodes.values())
         if missing:
             self._warn(
                 task.owner,
-                f"Warning: task {task.spec.name} needs {missing}, more than this node has "
-                f"({self.ledger.snapshot(self.ledger.total)}); it waits until a node that "
-                f"has them joins.",
+                f"Warning: task {task.spec.name} needs {missing}, more than any node has "
+                f"({self._total_resources()}); it waits until a node that has them joins.",
             )
         self.ready.push(task)
         self._schedule_needed = True
 
+    def _unschedulable(self, task: TaskRecord, why: str) -> None:
+        from .exceptions import ActorUnschedulableError
+
+        spec = task.spec
+        if spec.method == "__init__":
+            actor = self.actors[spec.actor_id]  # type: ignore[index]
+            self._finish(task, [])
+            self._bury(actor, self._error_payload(ActorUnschedulableError(f"The actor {actor.spec.class_name} cannot be placed: {why}.")))
+            return
+        error = TaskUnschedulableError(f"task {spec.name} cannot run: {why}")
+        self._finish(task, [self._error_payload(error)] * spec.num_returns)
+
     def _schedule(self) -> None:
         self._schedule_needed = False
-        idle = [w for w in self.workers.values() if self._is_idle(w)]
-        grown = False
+        idle: dict[NodeRecord, list[WorkerState]] = {}
+        for worker in self.workers.values():
+            if self._is_idle(worker):
+                idle.setdefault(worker.node, []).append(worker)
+        grown: set[NodeRecord] = set()
+        nodes = self.nodes.values()
         for tasks in self.ready.heads():
             while tasks:
                 task = tasks[0]
-                fits = self.ledger.fits(task.demand)
-                if fits and idle:
+                submitter = task.owner.worker
+                local = submitter.node if submitter is not None else self.head
+                node = choose_node(task.demand, task.spec.strategy, nodes, local, idle.__contains__)
+                if node is not None and idle.get(node):
                     self.ready.pop_from(tasks)
-                    self._start(task, idle.pop())
+                    self._start(task, idle[node].pop())
+                    if not idle[node]:
+                        del idle[node]
                     continue
-                if fits:
+                if node is not None:
                     # Resources are free but no worker is: start more. Meanwhile
                     # the task waits, so that free CPUs mean parallel tasks.
-                    if not grown:
-                        self._grow_pool()
-                        grown = True
+                    if node not in grown:
+                        self._grow_pool(node)
+                        grown.add(node)
                     break
                 # Resources are all taken: line the task up behind a running one of
                 # the same shape, so that its worker starts it the moment the
@@ -598,20 +674,26 @@ class Node:
     def _is_idle(worker: WorkerState) -> bool:
         return worker.client is not None and worker.task is None and worker.actor is None and not worker.retiring
 
-    def _idle_timeout(self) -> float | None:
-        """How long the loop may sleep before an idle worker beyond the warm pool is due to exit."""
-        surplus = self._surplus_idle_workers()
-        if not surplus:
+    def _timeout(self) -> float | None:
+        """How long the loop may sleep: until an idle worker beyond the warm pool is due
+        to exit, or a member node that stays silent is due to be declared dead."""
+        deadlines = [w.idle_since + IDLE_WORKER_TIMEOUT_S for w in self._surplus_idle_workers()]
+        silent = self.members.next_deadline()
+        if silent is not None:
+            deadlines.append(silent + 0.01)
+        if not deadlines:
             return None
-        return max(0.0, min(w.idle_since for w in surplus) + IDLE_WORKER_TIMEOUT_S - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _surplus_idle_workers(self) -> list[WorkerState]:
-        warm = max(int(self.ledger.total.get("CPU", 0) // 10_000), 1)
-        pool = [w for w in self.workers.values() if w.actor is None and not w.retiring]
-        if len(pool) <= warm:
-            return []
-        idle = sorted((w for w in pool if self._is_idle(w)), key=lambda w: w.idle_since)
-        return idle[: len(pool) - warm]
+        surplus = []
+        for node in self.nodes.values():
+            warm = max(int(node.ledger.total.get("CPU", 0) // 10_000), 1)
+            pool = [w for w in self.workers.values() if w.node is node and w.actor is None and not w.retiring]
+            if len(pool) > warm:
+                idle = sorted((w for w in pool if self._is_idle(w)), key=lambda w: w.idle_since)
+                surplus.extend(idle[: len(pool) - warm])
+        return surplus
 
     def _retire_idle_workers(self) -> None:
         now = time.monotonic()
@@ -627,6 +709,8 @@ class Node:
     def _pipeline_target(self, task: TaskRecord) -> WorkerState | None:
         if task.spec.actor_id is not None or task.spec.max_calls:
             return None  # an actor's creation takes its worker for good: never lined up
+        if task.spec.strategy is not None:
+            return None  # placed by its strategy, not by whichever worker frees first
         now = time.monotonic()
         for worker in self.workers.values():
             running = worker.task
@@ -653,11 +737,13 @@ class Node:
         self.running[task.spec.task_id] = task
         self._send_task(task, worker, worker.task.allocation.gpu_ids)  # type: ignore[union-attr]
 
-    def _grow_pool(self) -> None:
-        """Start workers for the ready tasks that resources allow to run now."""
-        starting = sum(1 for w in self.workers.values() if w.client is None)
-        unblocked = sum(1 for w in self.workers.values() if not w.blocked and w.actor is None)
-        available = dict(self.ledger.available)
+    def _grow_pool(self, node: NodeRecord) -> None:
+        """Start workers on ``node`` for the ready tasks that its resources allow to run now."""
+        workers = [w for w in self.workers.values() if w.node is node]
+        starting = sum(1 for w in workers if w.client is None)
+        unblocked = sum(1 for w in workers if not w.blocked and w.actor is None)
+        ledger = node.ledger
+        available = dict(ledger.available)
         runnable = 0
         for tasks in self.ready.heads():
             for task in tasks:
@@ -668,21 +754,27 @@ class Node:
                 runnable += 1
                 if runnable > starting + 64:
                     break
-        limit = max(int(self.ledger.total.get("CPU", 0) // 10_000), 1) * 4 + 16
+        limit = max(int(ledger.total.get("CPU", 0) // 10_000), 1) * 4 + 16
         for _ in range(min(runnable - starting, limit - unblocked)):
-            self._spawn_worker()
+            self._spawn_worker(node)
 
-    def _spawn_worker(self) -> None:
+    def _spawn_worker(self, node: NodeRecord) -> None:
         worker_id = next(self._worker_ids)
-        self._adopt_worker(worker_id, spawn_worker(self.config, worker_id))
+        if node is self.head:
+            self._adopt_worker(worker_id, spawn_worker(self.config, worker_id))
+        else:
+            self._adopt_worker(worker_id, self.members.spawn(node, worker_id), node)
 
-    def _adopt_worker(self, worker_id: int, process: Any) -> None:
-        worker = self.workers[worker_id] = WorkerState(worker_id, process)
+    def _adopt_worker(self, worker_id: int, process: Any, node: NodeRecord | None = None) -> None:
+        worker = self.workers[worker_id] = WorkerState(worker_id, process, node or self.head)
         self.stats["workers_started"] += 1
-        self._selector.register(process.sentinel, selectors.EVENT_READ, lambda _m: self._on_worker_exit(worker))
+        if process.sentinel is not None:
+            self._selector.register(process.sentinel, selectors.EVENT_READ, lambda _m: self.worker_exited(worker))
 
     def _start(self, task: TaskRecord, worker: WorkerState) -> None:
-        task.allocation = self.ledger.acquire(task.demand)
+        if task.spec.strategy == "SPREAD":
+            worker.node.spread += 1
+        task.allocation = worker.node.ledger.acquire(task.demand)
         task.worker = worker
         task.started_at = time.monotonic()
         worker.task = task
@@ -751,7 +843,7 @@ class Node:
 
     def _release_allocation(self, task: TaskRecord) -> None:
         if task.allocation is not None:
-            self.ledger.release(task.allocation)
+            task.allocation.ledger.release(task.allocation)
             task.allocation = None
         task.worker = None
 
@@ -798,7 +890,7 @@ class Node:
             allocation = worker.task.allocation
         if allocation is not None:
             worker.blocked = True
-            self.ledger.lend_cpus(allocation)
+            allocation.ledger.lend_cpus(allocation)
         self._schedule_needed = True
 
     def _on_unblocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
@@ -810,11 +902,12 @@ class Node:
             allocation = worker.actor.allocation
         if allocation is not None:
             worker.blocked = False
-            self.ledger.reclaim_cpus(allocation)
+            allocation.ledger.reclaim_cpus(allocation)
 
-    def _on_worker_exit(self, worker: WorkerState) -> None:
+    def worker_exited(self, worker: WorkerState) -> None:
         process = worker.process
-        self._selector.unregister(process.sentinel)
+        if process.sentinel is not None:
+            self._selector.unregister(process.sentinel)
         # The sentinel closes as the process exits, a moment before it can be
         # reaped: wait that moment, to report how it died.
         process.join(1.0)
@@ -827,7 +920,7 @@ class Node:
                 self._on_client_io(worker.client, selectors.EVENT_READ)
             self._disconnect(worker.client)
         if worker.actor is not None and not self._stopping:
-            self._on_actor_process_exit(worker.actor, worker, process.exitcode)
+            self._on_actor_process_exit(worker.actor, worker, _how_it_died(process))
             return
         for queued in reversed(worker.queued):
             # Lined up but never started: back in line, no retry used.
@@ -847,7 +940,7 @@ class Node:
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
         else:
-            how = _describe_exit(process.exitcode)
+            how = _how_it_died(process)
             error = WorkerCrashedError(
                 f"the worker process (pid {process.pid}) running task {task.spec.name} died: {how}. "
                 f"The task was tried {task.spec.max_retries + 1} time(s); raise max_retries to "
@@ -894,6 +987,7 @@ class Node:
             runtime_env=spec.runtime_env,
             actor_id=spec.actor_id,
             method="__init__",
+            strategy=spec.strategy,
         )
 
     def _on_actor_ready(self, client: ClientState, message: tuple[Any, ...]) -> None:
@@ -907,7 +1001,7 @@ class Node:
                 actor.allocation, task.allocation = task.allocation, None
             else:
                 self._release_allocation(task)
-                actor.allocation = self.ledger.acquire(demand_of(actor.spec.resources))
+                actor.allocation = actor.worker.node.ledger.acquire(demand_of(actor.spec.resources))  # type: ignore[union-attr]
             self._finish(task, [])
         if actor.state == "DEAD":
             return  # killed while starting
@@ -984,7 +1078,7 @@ class Node:
         actor.state = "DEAD"
         actor.death = death
         if actor.allocation is not None:
-            self.ledger.release(actor.allocation)
+            actor.allocation.ledger.release(actor.allocation)
             actor.allocation = None
         spec = actor.spec
         if spec.name is not None and self.actor_names.get((spec.namespace, spec.name)) == spec.actor_id:
@@ -1009,18 +1103,17 @@ class Node:
         if not actor.inflight and not actor.queue and actor.state == "ALIVE":
             self._kill_actor(actor, "no handle to it is left")
 
-    def _on_actor_process_exit(self, actor: ActorState, worker: WorkerState, exitcode: int | None) -> None:
+    def _on_actor_process_exit(self, actor: ActorState, worker: WorkerState, how: str) -> None:
         actor.worker = None
         creation = self.running.pop(actor.spec.actor_id, None)
         if creation is not None:
             self._release_allocation(creation)
         if actor.allocation is not None:
-            self.ledger.release(actor.allocation)
+            actor.allocation.ledger.release(actor.allocation)
             actor.allocation = None
         self._schedule_needed = True
         if actor.state == "DEAD":
             return
-        how = _describe_exit(exitcode)
         if actor.restarts_left <= 0 or actor.ending:
             why = f"its process (pid {worker.process.pid}) died unexpectedly: {how}"
             if creation is not None:
@@ -1169,6 +1262,7 @@ class Node:
             "tcp_address": config.tcp_address,
             "object_store_memory": config.object_store_memory,
             "pid": os.getpid(),
+            "transfer_address": self.head.transfer_address,
         }
 
     def statistics(self) -> dict[str, Any]:
@@ -1182,10 +1276,42 @@ class Node:
         )
 
     def resources(self) -> dict[str, dict[str, float]]:
-        return {
-            "total": self.ledger.snapshot(self.ledger.total),
-            "available": self.ledger.snapshot(self.ledger.available),
-        }
+        """The cluster's resources: every live node's added up."""
+        total: dict[str, int] = {}
+        available: dict[str, int] = {}
+        for node in self.nodes.values():
+            if node.alive:
+                for name, units in node.ledger.total.items():
+                    total[name] = total.get(name, 0) + units
+                for name, units in node.ledger.available.items():
+                    available[name] = available.get(name, 0) + units
+        snapshot = self.head.ledger.snapshot
+        return {"total": snapshot(total), "available": snapshot(available)}
+
+    def _total_resources(self) -> dict[str, float]:
+        return self.resources()["total"]
+
+    def node_died(self, node: NodeRecord) -> None:
+        """A member node is gone: its workers count as crashed, its objects as lost."""
+        if node.client is not None:
+            self._disconnect(node.client)
+        for worker in [w for w in self.workers.values() if w.node is node]:
+            process = worker.process
+            if isinstance(process, RemoteProcess) and not process.exited:
+                process.exited = True
+                process.death = f"its node {node.node_id[:12]} ({node.hostname}) died: {node.death}"
+                self.worker_exited(worker)
+        lost = ObjectLostError(
+            f"the object was held by node {node.node_id[:12]} ({node.hostname}), which died: {node.death}"
+        )
+        prefix = f"{shm.PREFIX}{node.session}-"
+        for entry in self.objects.values():
+            payload = entry.payload
+            if payload is not None and payload.segment is not None and payload.segment.startswith(prefix):
+                entry.payload = self._error_payload(lost)
+                for contained in payload.contained:
+                    self._decref(contained)
+        self._schedule_needed = True
 
     def stop(self, requested: bool = False) -> None:
         """Stop the loop, workers and listener; remove the session's files."""
@@ -1215,14 +1341,17 @@ class Node:
                 else:
                     # Booting, running a task, or an actor: stopped at once, as Ray does.
                     worker.process.terminate()
+            self.members.stop_all()
             self._flush()
         except Exception:
             traceback.print_exc()
         finally:
             try:
-                _join_all([w.process for w in workers], timeout=2.0)
+                _join_all([w.process for w in workers if w.process.sentinel is not None], timeout=2.0)
             finally:
                 self._gate.close()
+                if self.transfer is not None:
+                    self.transfer.close()
                 try:
                     self.store.clear()
                 finally:
@@ -1253,6 +1382,10 @@ def _join_all(processes: list[Any], timeout: float) -> None:
         process.kill()
     for process in processes:
         process.join(1)
+
+
+def _how_it_died(process: Any) -> str:
+    return getattr(process, "death", "") or _describe_exit(process.exitcode)
 
 
 def _describe_exit(exitcode: int | None) -> str:

@@ -46,6 +46,7 @@ class NodeManager(BaseManager):
 
 _control: Any = None
 _control_ready = threading.Event()
+listening: list[Any] = []  # where this process's node listens for connections (set by serve())
 
 
 def _get_control() -> Any:
@@ -67,6 +68,7 @@ def serve(config: NodeConfig) -> None:
     if config.tcp_address is not None:
         addresses.append(config.tcp_address)
     gate = Gate(addresses, config.authkey)
+    listening[:] = gate.addresses
     workers = [(i, spawn_worker(config, i)) for i in range(1, config.prestart_workers + 1)]
 
     def build() -> None:
@@ -90,11 +92,16 @@ def wait_until_stopped() -> None:
         _control.wait_stopped()
 
 
-def spawn_worker(config: NodeConfig, worker_id: int) -> Any:
-    """Start a worker process (spawn context) for this node."""
+def spawn_worker(config: NodeConfig, worker_id: int, head_address: Any = None, transfer_address: Any = None) -> Any:
+    """Start a worker process (spawn context) for this node.
+
+    A member node's workers connect to the head (``head_address``) and fetch
+    objects through their own node's ``transfer_address``.
+    """
+    address = head_address or config.data_address
     process = _spawn.Process(
         target=_run_worker,
-        args=(config.data_address, config.authkey, config.session, worker_id, config.node_id, config.object_store_memory),
+        args=(address, config.authkey, config.session, worker_id, config.node_id, config.object_store_memory, transfer_address),
         name=f"actorkit-worker-{worker_id}",
     )
     process.start()

@@ -23,6 +23,7 @@ import bisect
 import mmap
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 
 from . import shm
 from .payload import Payload
@@ -35,8 +36,13 @@ POOL_MAX_BYTES = 512 << 20
 class ObjectStore:
     """Accounting and placement of the node's shared-memory segments."""
 
-    def __init__(self, session: str, capacity: int, spill_dir: str) -> None:
+    def __init__(
+        self, session: str, capacity: int, spill_dir: str, free_remote: Callable[[str], None] | None = None
+    ) -> None:
         self.session = session
+        self._prefix = f"{shm.PREFIX}{session}-"
+        # Segments made on another machine of the cluster are that node's to free.
+        self._free_remote = free_remote
         self.capacity = capacity
         self.spill_dir = spill_dir
         self.used = 0  # bytes of live segments and pooled ones
@@ -68,7 +74,7 @@ class ObjectStore:
 
     def add(self, object_id: bytes, payload: Payload) -> None:
         """An object with a segment is stored: count it."""
-        if payload.segment is None:
+        if payload.segment is None or not payload.segment.startswith(self._prefix):
             return
         size = _file_size(payload.segment)
         self._resident[object_id] = (size, payload.segment)
@@ -83,6 +89,7 @@ class ObjectStore:
             return
         resident = self._resident.pop(object_id, None)
         if resident is None:
+            self._release_remote(payload)
             return
         size, segment = resident
         self.used -= size
@@ -99,8 +106,15 @@ class ObjectStore:
 
     def release_unowned(self, payload: Payload) -> None:
         """A payload that never became a stored object (its task's result was not wanted)."""
-        if payload.segment is not None:
+        if payload.segment is not None and payload.segment.startswith(self._prefix):
             shm.unlink(payload.segment)
+        else:
+            self._release_remote(payload)
+
+    def _release_remote(self, payload: Payload) -> None:
+        segment = payload.segment
+        if segment is not None and not segment.startswith(self._prefix) and self._free_remote is not None:
+            self._free_remote(segment)
 
     def touch(self, object_id: bytes) -> None:
         if object_id in self._resident:

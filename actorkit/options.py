@@ -107,9 +107,10 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
         ):
             raise TypeError(f"{where}: retry_exceptions must be a bool or a list of exception classes")
     validate_runtime_env(options.get("runtime_env"), where)
-    strategy = options.get("scheduling_strategy")
-    if strategy is not None and strategy not in ("DEFAULT", "SPREAD"):
-        raise ValueError(f"{where}: scheduling_strategy={strategy!r} is not supported; use 'DEFAULT' or 'SPREAD'")
+    if "scheduling_strategy" in options:
+        from .strategy import strategy_to_wire
+
+        strategy_to_wire(options["scheduling_strategy"], where)
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise TypeError(f"{where}: name must be a str")
     return options

@@ -44,6 +44,12 @@ ACTOR_FAILED = 14  # (ACTOR_FAILED, actor_id, payload) __init__ raised: the Acto
 ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id) exit_actor() was called
 REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 
+# Member node -> head (a member connects like a client, with role "node")
+JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})
+HEARTBEAT = 18  # (HEARTBEAT,) every HEARTBEAT_S, both ways: silence means death
+WORKER_EXIT = 19  # (WORKER_EXIT, worker_id, exitcode) a worker the head asked for has exited
+COPIED = 30  # (COPIED, [object_id, ...]) the member now holds copies of these objects
+
 # Node -> client
 READY = 20  # (READY, object_id, payload)
 EXECUTE = 21  # (EXECUTE, TaskSpec, function_bytes | None, {object_id: payload}, gpu_ids)
@@ -53,6 +59,13 @@ BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: p
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
 CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
 REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
+
+# Head -> member node
+SPAWN = 31  # (SPAWN, worker_id) start a worker that connects to the head
+KILL_WORKER = 32  # (KILL_WORKER, worker_id)
+FREE = 33  # (FREE, [segment, ...]) objects made on the member were freed
+FREE_COPY = 34  # (FREE_COPY, [object_id, ...]) drop the member's copies of these objects
+NODES = 35  # (NODES, {session: transfer_address}) every live node, after each change
 
 
 class ChannelClosed(ConnectionError):

@@ -15,6 +15,7 @@ from . import runtime
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
 from .serialization import dumps, serialize
+from .strategy import strategy_to_wire
 from .task_spec import ArgRef, TaskSpec
 
 _DEFAULT_MAX_RETRIES = 3
@@ -44,6 +45,7 @@ class RemoteFunction:
         self._export = _export or _Export()
         self._num_returns = options.get("num_returns", 1)
         self._resources = resource_demand(options, default_cpus=1)
+        self._strategy = strategy_to_wire(options.get("scheduling_strategy"), name)
         self.__name__ = getattr(function, "__name__", name)
         self.__qualname__ = name
         self.__doc__ = getattr(function, "__doc__", None)
@@ -91,6 +93,7 @@ class RemoteFunction:
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
             runtime_env=options.get("runtime_env"),
             max_calls=options.get("max_calls", 0),
+            strategy=self._strategy,
         )
         refs = client.submit(spec)
         if self._num_returns == 1:

@@ -346,6 +346,7 @@ def _connect_driver(
     namespace: str | None,
     log_to_driver: bool,
     owns_node: bool,
+    member: dict[str, Any] | None = None,
 ) -> tuple[Driver, Client]:
     """Connect this process to the node at ``address`` as a driver."""
     from . import protocol as P
@@ -362,10 +363,13 @@ def _connect_driver(
         job_id=job_id,
         role="driver",
         namespace=namespace,
+        authkey=authkey,
+        transfer_address=(member or {}).get("transfer_address"),
         on_message=_driver_message_handler(printer),
     )
     info = client.request("info")
-    client.session = info["session"]
+    # On a member node's machine, this driver's objects are that member's to serve.
+    client.session = (member or {}).get("session") or info["session"]
     client.store_capacity = info["object_store_memory"]
     node_info = {
         "node_id": info["node_id"],
@@ -380,11 +384,13 @@ def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool
     """Join a running node (``actorkit start --head``) as a driver."""
     from multiprocessing import AuthenticationError
 
-    from .cluster import find_cluster
+    from .cluster import find_cluster, probe_member
 
-    data_address, authkey = find_cluster(address)
+    data_address, authkey, member = find_cluster(address)
     try:
-        return _connect_driver(None, data_address, authkey, namespace, log_to_driver, owns_node=False)
+        if address != "auto":
+            data_address, member = probe_member(data_address, authkey)
+        return _connect_driver(None, data_address, authkey, namespace, log_to_driver, owns_node=False, member=member)
     except AuthenticationError:
         raise ConnectionError(
             f"the node at {address} refused this cluster key: set ACTORKIT_AUTHKEY or "

@@ -8,7 +8,7 @@ demand takes whole free GPUs, a fractional one shares a GPU with others.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 UNIT = 10_000
@@ -48,10 +48,11 @@ def shape_of(resources: dict[str, float]) -> tuple[Demand, tuple[tuple[str, int]
 class Allocation:
     """What one task or actor holds: its demand and the GPU slots it got."""
 
-    __slots__ = ("demand", "gpus", "cpus_lent")
+    __slots__ = ("demand", "gpus", "cpus_lent", "ledger")
 
-    def __init__(self, demand: Demand, gpus: list[tuple[int, int]]) -> None:
+    def __init__(self, demand: Demand, gpus: list[tuple[int, int]], ledger: ResourceLedger) -> None:
         self.demand = demand
+        self.ledger = ledger  # of the node it was taken from: released there
         self.gpus = gpus  # (gpu index, fixed-point share)
         self.cpus_lent = False
 
@@ -103,7 +104,7 @@ class ResourceLedger:
                 self._gpu_free[index] -= share
         for name, units in demand.items():
             self.available[name] = self.available.get(name, 0) - units
-        return Allocation(demand, gpus)
+        return Allocation(demand, gpus, self)
 
     def release(self, allocation: Allocation) -> None:
         for name, units in allocation.demand.items():
@@ -137,6 +138,46 @@ class ResourceLedger:
             return None
         _, index = min(candidates)
         return [(index, units)]
+
+
+def choose_node(
+    demand: Demand, strategy: Any, nodes: Iterable[Any], local: Any, has_idle_worker: Callable[[Any], bool]
+) -> Any | None:
+    """The node (a ``members.NodeRecord``) to start a task on now, or None to wait.
+
+    ``strategy`` is a spec's: None (the submitter's node first, then nodes with
+    an idle worker, then any with room), "SPREAD" (the node with room that
+    has been given the fewest SPREAD tasks) or ("node", node_id, soft).
+    """
+    nodes = [n for n in nodes if n.alive]
+    if strategy is not None and strategy != "SPREAD":
+        _, node_id, soft = strategy
+        target = next((n for n in nodes if n.node_id == node_id), None)
+        if target is not None and not target.ledger.missing(demand):
+            return target if target.ledger.fits(demand) else None
+        if not soft:
+            return None  # (the node checks for a target that can never come)
+        strategy = None
+    fitting = [n for n in nodes if n.ledger.fits(demand)]
+    if not fitting:
+        return None
+    if strategy == "SPREAD":
+        return min(fitting, key=lambda n: n.spread)
+    if local in fitting:
+        return local
+    with_idle = [n for n in fitting if has_idle_worker(n)]
+    return (with_idle or fitting)[0]
+
+
+def unplaceable(demand: Demand, strategy: Any, nodes: Iterable[Any]) -> dict[str, float]:
+    """What no live node could ever give the task (empty if some node can)."""
+    alive = [n for n in nodes if n.alive]
+    if strategy is not None and strategy != "SPREAD" and not strategy[2]:
+        alive = [n for n in alive if n.node_id == strategy[1]]
+    shortfalls = [n.ledger.missing(demand) for n in alive]
+    if any(not short for short in shortfalls):
+        return {}
+    return shortfalls[0] if shortfalls else {name: from_units(units) for name, units in demand.items()}
 
 
 class ReadyQueue:

@@ -26,6 +26,11 @@ def _directory() -> str:
 SHM_DIR = _directory()
 
 
+def session_of(name: str) -> str:
+    """The session (and so the node) whose segment ``name`` is."""
+    return name[len(PREFIX) :].rsplit("-", 1)[0]
+
+
 def path_of(name: str) -> str:
     return os.path.join(SHM_DIR, name)
 

@@ -39,6 +39,7 @@ class TaskSpec(NamedTuple):
     actor_id: bytes | None = None  # set for an actor method call
     method: str | None = None  # the method called, for an actor method call
     max_calls: int = 0  # retire the worker after this many calls of the function (0: never)
+    strategy: Any = None  # None (default), "SPREAD" or ("node", node_id, soft)
 
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]
@@ -80,3 +81,4 @@ class ActorSpec(NamedTuple):
     detached: bool
     get_if_exists: bool
     runtime_env: dict[str, Any] | None
+    strategy: Any = None  # where to place it: as TaskSpec.strategy

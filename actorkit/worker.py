@@ -38,6 +38,7 @@ class WorkerArgs(NamedTuple):
     worker_id: int
     node_id: str
     store_capacity: int
+    transfer_address: Any = None  # this machine's TransferServer, on a member node
 
 
 class _ForwardedStream(io.TextIOBase):
@@ -371,6 +372,8 @@ def main(args: WorkerArgs) -> None:
         role="worker",
         worker_id=args.worker_id,
         store_capacity=args.store_capacity,
+        authkey=args.authkey,
+        transfer_address=args.transfer_address,
         on_message=on_message,
         on_lost=on_lost,
     )

@@ -1,0 +1,206 @@
+"""A member node: ``actorkit start --address HEAD``, one per machine that joins a cluster.
+
+The head schedules everything; a member lends it this machine.  It:
+
+- starts and reaps the workers the head asks for (they connect to the head
+  themselves, and report their exits through the member);
+- serves the objects made on this machine to the rest of the cluster, and
+  fetches theirs for the processes here (``object_transfer.TransferServer``);
+- frees the segments and copies the head says are no longer referenced;
+- heartbeats with the head, and stops everything if the head goes silent.
+
+Its data flow, beside the head's::
+
+    head ◀── HELLO/JOIN, HEARTBEAT, WORKER_EXIT, COPIED ── member ── spawns ──▶ workers
+         ── SPAWN, KILL_WORKER, FREE, FREE_COPY, NODES ──▶                        │
+         ◀───────────── tasks, results (each worker's own connection) ────────────┘
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import os
+import shutil
+import socket
+import threading
+from typing import Any
+
+from . import protocol as P
+from . import runtime, shm
+from .members import DEAD_AFTER_S, HEARTBEAT_S
+from .node_process import spawn_worker
+from .object_transfer import TransferServer
+from .procutil import set_process_name
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+class MemberNode:
+    """This machine's part of a cluster whose head is at ``head_address``."""
+
+    def __init__(
+        self,
+        head_address: tuple[str, int],
+        authkey: bytes,
+        resources: dict[str, float],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        object_store_memory: int = 1 << 30,
+    ) -> None:
+        self.head_address = head_address
+        self._channel = P.Channel(P.connect(head_address, authkey))  # first: a wrong key leaves nothing behind
+        self.config = runtime.new_node_config(resources, object_store_memory, owner_pid=0)._replace(authkey=authkey)
+        runtime.write_pids(self.config.session_dir, os.getpid(), os.getpid())
+        self._sock = socket.socket(fileno=os.dup(self._channel.fileno()))
+        self._sock.settimeout(DEAD_AFTER_S + HEARTBEAT_S)  # a silent head is a dead one
+        self.transfer = TransferServer(
+            self.config.session,
+            authkey,
+            [(host, port)],
+            {"node_id": self.config.node_id, "head": head_address},
+            lambda object_id: self._send([(P.COPIED, [object_id])]),
+        )
+        advertised_host, advertised_port = self.transfer.address
+        if advertised_host in _WILDCARDS:
+            # Listening everywhere: tell the others the address this machine reaches the head from.
+            advertised_host = self._sock.getsockname()[0]
+        self.transfer_address = (advertised_host, advertised_port)
+        self._workers: dict[int, Any] = {}
+        self._workers_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = threading.Event()
+        self.why_stopped = ""
+
+    def __repr__(self) -> str:
+        return f"<MemberNode {self.config.node_id[:8]} head={self.head_address} workers={len(self._workers)}>"
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    def _send(self, messages: list[tuple[Any, ...]]) -> None:
+        try:
+            self._channel.send(messages)
+        except OSError:
+            self._stopping.set()
+
+    def run(self, on_ready: Any = None) -> None:
+        """Join the head and serve it until it says stop, goes silent, or ``stop()``.
+
+        ``on_ready(self)`` is called once the head has counted this node in.
+        """
+        set_process_name("actorkit:node")
+        self.transfer.start()
+        self._send(
+            [
+                (P.HELLO, "node", os.getpid(), 0, b"", None),
+                (
+                    P.JOIN,
+                    {
+                        "node_id": self.config.node_id,
+                        "session": self.config.session,
+                        "hostname": socket.gethostname(),
+                        "address": self.transfer_address[0],
+                        "resources": self.config.resources,
+                        "transfer_address": self.transfer_address,
+                        "pid": os.getpid(),
+                    },
+                ),
+            ]
+        )
+        threading.Thread(target=self._heartbeat, name="actorkit-heartbeat", daemon=True).start()
+        threading.Thread(target=self._reap, name="actorkit-reaper", daemon=True).start()
+        try:
+            self._serve_head(on_ready)
+        finally:
+            self._shut_down()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the loop reading from the head
+        except OSError:
+            pass
+
+    def _serve_head(self, on_joined: Any) -> None:
+        reader = self._sock.makefile("rb")
+        import pickle
+
+        while not self._stopping.is_set():
+            try:
+                header = reader.read(4)
+                if len(header) < 4:
+                    self.why_stopped = "the head closed the connection"
+                    return
+                body = reader.read(int.from_bytes(header, "big"))
+            except TimeoutError:
+                self.why_stopped = f"the head sent nothing for {DEAD_AFTER_S + HEARTBEAT_S:g} s"
+                return
+            except OSError as e:
+                self.why_stopped = f"the connection to the head failed: {e}"
+                return
+            for message in pickle.loads(body):
+                kind = message[0]
+                if kind == P.SPAWN:
+                    self._spawn(message[1])
+                elif kind == P.KILL_WORKER:
+                    with self._workers_lock:
+                        process = self._workers.get(message[1])
+                    if process is not None:
+                        process.kill()
+                elif kind == P.FREE:
+                    self.transfer.free(message[1])
+                elif kind == P.FREE_COPY:
+                    self.transfer.drop(message[1])
+                elif kind == P.NODES:
+                    self.transfer.peers = message[1]
+                    if on_joined is not None:  # the head's first table: it counts this node in
+                        on_joined(self)
+                        on_joined = None
+                elif kind == P.EXIT:
+                    self.why_stopped = "the head stopped"
+                    return
+
+    def _spawn(self, worker_id: int) -> None:
+        process = spawn_worker(self.config, worker_id, self.head_address, self.transfer_address)
+        with self._workers_lock:
+            self._workers[worker_id] = process
+        os.write(self._wake_w, b"\0")  # the reaper waits on the new sentinel too
+
+    def _reap(self) -> None:
+        """Report each worker's exit to the head (the head cannot see our processes)."""
+        while not self._stopping.is_set():
+            with self._workers_lock:
+                by_sentinel = {p.sentinel: (worker_id, p) for worker_id, p in self._workers.items()}
+            ready = multiprocessing.connection.wait([self._wake_r, *by_sentinel])
+            for fd in ready:
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                worker_id, process = by_sentinel[fd]  # type: ignore[index]
+                process.join(1.0)
+                with self._workers_lock:
+                    self._workers.pop(worker_id, None)
+                self._send([(P.WORKER_EXIT, worker_id, process.exitcode)])
+
+    def _heartbeat(self) -> None:
+        while not self._stopping.wait(HEARTBEAT_S):
+            self._send([(P.HEARTBEAT,)])
+
+    def _shut_down(self) -> None:
+        self._stopping.set()
+        os.write(self._wake_w, b"\0")
+        with self._workers_lock:
+            workers = list(self._workers.values())
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join(2.0)
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+        self._channel.close()
+        self._sock.close()
+        self.transfer.close()
+        shm.unlink_session(self.config.session)
+        shutil.rmtree(self.config.session_dir, ignore_errors=True)
