@@ -330,10 +330,10 @@ class Node:
             while not self._stopping:
                 for key, mask in self._selector.select(self._timeout()):
                     key.data(mask)
+                self.members.check_liveness()
                 if self._schedule_needed:
                     self._schedule()
                 self._retire_idle_workers()
-                self.members.check_liveness()
                 self._flush()
         except BaseException:
             traceback.print_exc()
