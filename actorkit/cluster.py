@@ -327,7 +327,13 @@ def print_status(address: str) -> int:
     actorkit.init(address=address, log_to_driver=False)
     try:
         for node in actorkit.nodes():
-            print(f"node {node['NodeID'][:12]}  alive={node['Alive']}  {node['NodeManagerHostname']}")
+            role = "head" if node["IsHead"] else "node"
+            state = "alive" if node["Alive"] else f"dead: {node['DeathReason']}"
+            print(f"{role} {node['NodeID'][:12]}  {node['NodeManagerHostname']} ({node['NodeManagerAddress']})  {state}")
+            for name, amount in sorted(node["Resources"].items()):
+                if name != "memory":
+                    print(f"    {name:22s} {amount - node['Available'].get(name, 0):8g} / {amount:g} used")
+        print("cluster:")
         total, available = actorkit.cluster_resources(), actorkit.available_resources()
         for name, amount in sorted(total.items()):
             used = amount - available.get(name, 0)

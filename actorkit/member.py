@@ -153,7 +153,11 @@ class MemberNode:
                 elif kind == P.FREE_COPY:
                     self.transfer.drop(message[1])
                 elif kind == P.NODES:
-                    self.transfer.peers = message[1]
+                    # A node listening on every interface is reached the way we reach the head.
+                    self.transfer.peers = {
+                        session: (self.head_address[0], address[1]) if address[0] in _WILDCARDS else tuple(address)
+                        for session, address in message[1].items()
+                    }
                     if on_joined is not None:  # the head's first table: it counts this node in
                         on_joined(self)
                         on_joined = None

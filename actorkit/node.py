@@ -642,12 +642,16 @@ class Node:
                 idle.setdefault(worker.node, []).append(worker)
         grown: set[NodeRecord] = set()
         nodes = self.nodes.values()
+        head = self.head if len(self.nodes) == 1 else None  # alone: no choice to make
         for tasks in self.ready.heads():
             while tasks:
                 task = tasks[0]
-                submitter = task.owner.worker
-                local = submitter.node if submitter is not None else self.head
-                node = choose_node(task.demand, task.spec.strategy, nodes, local, idle.__contains__)
+                if head is not None:
+                    node = head if head.ledger.fits(task.demand) else None
+                else:
+                    submitter = task.owner.worker
+                    local = submitter.node if submitter is not None else self.head
+                    node = choose_node(task.demand, task.spec.strategy, nodes, local, idle.__contains__)
                 if node is not None and idle.get(node):
                     self.ready.pop_from(tasks)
                     self._start(task, idle[node].pop())

@@ -125,3 +125,29 @@ def test_actors_on_members_and_named_cluster_wide(cluster):
     assert ray.get(call_by_name.options(**on(cluster.b)).remote()) == 2
     assert ray.get(call_by_handle.options(**on(cluster.b)).remote(counter)) == 3
     ray.kill(counter)
+
+
+def test_a_driver_on_a_member_node(cluster):
+    """A driver that connects through a member node: its objects live on that member."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = f"""
+        import numpy as np, actorkit as ray
+        from actorkit.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        ray.init(address="{cluster.b.address}")
+
+        @ray.remote
+        def total(a):
+            return float(a.sum()), ray.get_runtime_context().get_node_id()
+
+        array = np.ones(1_000_000)
+        on_d = NodeAffinitySchedulingStrategy("{cluster.d.node_id}", soft=False)
+        print(ray.get(total.options(scheduling_strategy=on_d).remote(ray.put(array))))
+        print(float(ray.get(ray.put(array)).sum()))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [f"(1000000.0, '{cluster.d.node_id}')", "1000000.0"]
+
