@@ -38,11 +38,6 @@ class ClusterNode:
         self._session: str = described["session"]
         self._session_dir: str = described["session_dir"]
 
-    @property
-    def unique_id(self) -> str:
-        """The node's id (Ray's name for it)."""
-        return self.node_id
-
     def __repr__(self) -> str:
         role = "head" if self.is_head else "node"
         state = "alive" if self.process.is_alive() else f"exited ({self.process.exitcode})"

@@ -37,6 +37,7 @@ def test_every_example_is_tested():
         "actor_handles.py",
         "image_pipeline.py",
         "multiprocessing_pool.py",
+        "small_cluster.py",
     }
     runner = "run_under_ray.py"  # runs the examples under Ray (tox -e ray); not an example
     assert {p.name for p in EXAMPLES.glob("*.py")} - {runner} == tested
@@ -170,3 +171,10 @@ def test_cython_main_explains_a_missing_build(tmp_path):
         assert "simple_func: 6" in proc.stdout
         return
     assert "setup.py build_ext --inplace" in proc.stderr, describe(proc)
+
+
+def test_small_cluster(tmp_path):
+    lines = run_example("small_cluster.py", tmp_path)
+    assert lines[0] == "nodes: 3 CPUs: 3"
+    assert "SPREAD used 3 nodes" in lines
+    assert lines[-1] == "after losing a node: done | alive nodes: 2"
