@@ -114,6 +114,8 @@ class Channel:
         if len(header) < _HEADER.size:
             raise ChannelClosed("the node closed the connection")
         (size,) = _HEADER.unpack(header)
+        if size > MAX_FRAME:
+            raise ChannelClosed(f"frame of {size} bytes exceeds the limit of {MAX_FRAME}")
         body = self._reader.read(size)
         if len(body) < size:
             raise ChannelClosed("the node closed the connection")
