@@ -40,6 +40,11 @@ from .task_spec import TaskSpec, spec_to_wire
 
 _STOP = object()
 _FLUSH = object()  # wakes the flusher to send buffered submissions
+_RELEASED = object()  # wakes the flusher to send released references, after a moment
+# Released references are not urgent: most travel with the next message this
+# process sends anyway. Waking the flusher for each would cost a thread switch
+# per dropped ref; it waits this long first, gathering the rest.
+RELEASE_DELAY_S = 0.005
 
 
 class _Reply:
@@ -116,7 +121,14 @@ class Client:
         # Submissions wait here until the next send or the flusher: a loop of
         # remote() calls then travels in a few frames rather than one each.
         self._outgoing: list[tuple[Any, ...]] = []
+        # Submissions whose results have not come back: while there are none, a
+        # submission is sent at once (its caller is about to wait for it); while
+        # there are, it is buffered (its caller is submitting a batch).
+        self._unanswered: set[bytes] = set()
         self._releases: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()  # the flusher's
+        self._release_wake_pending = False
+        self._closing = threading.Event()
         self._exported: set[bytes] = set()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
@@ -186,14 +198,23 @@ class Client:
     def send(self, message: tuple[Any, ...]) -> None:
         self._send([message])
 
-    def send_soon(self, message: tuple[Any, ...]) -> None:
-        """Buffer ``message``; the flusher (or the next send) delivers it shortly."""
+    def send_soon(self, message: tuple[Any, ...], at_once: bool | None = None) -> None:
+        """Buffer ``message`` if submissions are in flight (the flusher or the next
+        send delivers it shortly); otherwise (or ``at_once``) send it now."""
         with self._lock:
             self._check_open()
-            self._outgoing.append(message)
-            wake = len(self._outgoing) == 1
-        if wake:
-            self._releases.put(_FLUSH)
+            if at_once is None:
+                at_once = not self._unanswered
+            if at_once and not self._outgoing:
+                now = True
+            else:
+                now = False
+                self._outgoing.append(message)
+                wake = len(self._outgoing) == 1
+        if now:
+            self._send([message])
+        elif wake:
+            self._wake.put(_FLUSH)
 
     def flush(self) -> None:
         """Deliver buffered messages now (before blocking on their results)."""
@@ -229,6 +250,9 @@ class Client:
         # Called from ObjectRef.__del__: SimpleQueue.put is safe there.
         if not self.closed and os.getpid() == self._pid:
             self._releases.put(object_id)
+            if not self._release_wake_pending:
+                self._release_wake_pending = True
+                self._wake.put(_RELEASED)
 
     def _drain_releases_locked(self) -> list[bytes]:
         decrefs = []
@@ -237,16 +261,12 @@ class Client:
                 object_id = self._releases.get_nowait()
             except queue.Empty:
                 return decrefs
-            if object_id is _STOP:
-                self._releases.put(_STOP)
-                return decrefs
-            if object_id is _FLUSH:
-                continue
             n = self._local_refs.get(object_id, 0) - 1
             if n > 0:
                 self._local_refs[object_id] = n
                 continue
             self._local_refs.pop(object_id, None)
+            self._unanswered.discard(object_id)  # its result may never come: nobody wants it
             self._ready.pop(object_id, None)
             self._mappings.pop(object_id, None)
             self._subscribed.discard(object_id)
@@ -254,11 +274,12 @@ class Client:
 
     def _flush_loop(self) -> None:
         while True:
-            item = self._releases.get()
+            item = self._wake.get()
             if item is _STOP:
                 return
-            if item is not _FLUSH:
-                self._releases.put(item)  # back in line; _send drains it with the rest
+            if item is _RELEASED:
+                self._closing.wait(RELEASE_DELAY_S)
+                self._release_wake_pending = False
             try:
                 self._send([])
             except BaseException:
@@ -290,6 +311,7 @@ class Client:
 
     def _on_ready(self, object_id: bytes, payload: Payload) -> None:
         with self._lock:
+            self._unanswered.discard(object_id)
             callbacks = self._callbacks.pop(object_id, None)
             if object_id in self._local_refs:
                 self._ready[object_id] = payload
@@ -402,8 +424,11 @@ class Client:
         return_ids = spec.return_ids()
         with self._lock:
             self._subscribed.update(return_ids)  # the node sends results to their submitter
+            idle = not self._unanswered
+            if return_ids:
+                self._unanswered.add(return_ids[0])
         refs = [self._own_ref(object_id) for object_id in return_ids]
-        self.send_soon((kind, spec_to_wire(spec)))
+        self.send_soon((kind, spec_to_wire(spec)), at_once=idle)
         self.stats["submitted"] += 1
         return refs
 
@@ -590,7 +615,8 @@ class Client:
         # it disconnects, and a send could block behind a node that has stopped.
         self.closed = True
         self._fail(RuntimeError("actorkit was shut down while waiting"))
-        self._releases.put(_STOP)
+        self._closing.set()
+        self._wake.put(_STOP)
         self._channel.close()
         if threading.current_thread() is not self._receiver:
             self._receiver.join(timeout=5)

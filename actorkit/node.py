@@ -232,6 +232,7 @@ class Node:
         self._worker_ids = itertools.count(len(workers) + 1)
         self._dirty: set[ClientState] = set()
         self._schedule_needed = False
+        self._surplus: list[WorkerState] = []  # idle workers beyond the warm pool, as of this loop turn
         self._stopping = False
         self._stop_requested = False
         self._stopped = threading.Event()
@@ -681,7 +682,7 @@ class Node:
     def _timeout(self) -> float | None:
         """How long the loop may sleep: until an idle worker beyond the warm pool is due
         to exit, or a member node that stays silent is due to be declared dead."""
-        deadlines = [w.idle_since + IDLE_WORKER_TIMEOUT_S for w in self._surplus_idle_workers()]
+        deadlines = [w.idle_since + IDLE_WORKER_TIMEOUT_S for w in self._surplus]
         silent = self.members.next_deadline()
         if silent is not None:
             deadlines.append(silent + 0.01)
@@ -690,6 +691,8 @@ class Node:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _surplus_idle_workers(self) -> list[WorkerState]:
+        if len(self.workers) <= self._warm_workers:
+            return []  # the usual case, checked every loop turn: nothing to count
         surplus = []
         for node in self.nodes.values():
             warm = max(int(node.ledger.total.get("CPU", 0) // 10_000), 1)
@@ -699,11 +702,16 @@ class Node:
                 surplus.extend(idle[: len(pool) - warm])
         return surplus
 
+    @property
+    def _warm_workers(self) -> int:
+        return sum(max(int(n.ledger.total.get("CPU", 0) // 10_000), 1) for n in self.nodes.values() if n.alive)
+
     def _retire_idle_workers(self) -> None:
         now = time.monotonic()
         for worker in self._surplus_idle_workers():
             if now - worker.idle_since >= IDLE_WORKER_TIMEOUT_S:
                 self._retire(worker)
+        self._surplus = self._surplus_idle_workers()  # the next deadline, for _timeout()
 
     def _retire(self, worker: WorkerState) -> None:
         worker.retiring = True
