@@ -128,7 +128,6 @@ class Client:
         self._releases: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()  # the flusher's
         self._release_wake_pending = False
-        self._closing = threading.Event()
         self._exported: set[bytes] = set()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
@@ -275,11 +274,15 @@ class Client:
     def _flush_loop(self) -> None:
         while True:
             item = self._wake.get()
+            if item is _RELEASED:
+                try:
+                    # Gather more releases, unless submissions wait to be flushed.
+                    item = self._wake.get(timeout=RELEASE_DELAY_S)
+                except queue.Empty:
+                    pass
+                self._release_wake_pending = False
             if item is _STOP:
                 return
-            if item is _RELEASED:
-                self._closing.wait(RELEASE_DELAY_S)
-                self._release_wake_pending = False
             try:
                 self._send([])
             except BaseException:
@@ -615,7 +618,6 @@ class Client:
         # it disconnects, and a send could block behind a node that has stopped.
         self.closed = True
         self._fail(RuntimeError("actorkit was shut down while waiting"))
-        self._closing.set()
         self._wake.put(_STOP)
         self._channel.close()
         if threading.current_thread() is not self._receiver:
