@@ -86,11 +86,10 @@ def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[st
 
     channel = P.Channel(P.connect(address, authkey))
     try:
-        channel.send([(P.REQUEST, 0, "info", ())])
-        (_kind, _request_id, ok, info), = channel.recv()
+        info = P.call(channel, "info")
     finally:
         channel.close()
-    if not ok or "head" not in info:
+    if "head" not in info:
         return address, None
     return tuple(info["head"]), {"transfer_address": address, "session": info["session"]}
 
@@ -144,13 +143,8 @@ def run_head(
             on_listening(f"{host}:{port}", config)
     where = f"{host}:{port}" if port is not None else "this machine (unix socket)"
     print(f"actorkit node {config.node_id[:8]} listening on {where}", flush=True)
-    if port is not None and host not in _LOOPBACK:
-        print(
-            f"warning: listening on {host}, beyond this machine: anyone who can reach it and "
-            f"holds the key in {key_path} can run code here",
-            file=sys.stderr,
-            flush=True,
-        )
+    if port is not None:
+        _warn_if_exposed(host)
     print("ready", flush=True)
     try:
         wait_until_stopped()
@@ -170,6 +164,16 @@ def run_head(
 
         server.listener.close()  # removes its socket file, before the directory goes
         shutil.rmtree(config.session_dir, ignore_errors=True)
+
+
+def _warn_if_exposed(host: str) -> None:
+    if host not in _LOOPBACK:
+        print(
+            f"warning: listening on {host}, beyond this machine: anyone who can reach it and "
+            f"holds the cluster's key can run code here",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _write_cluster_files(authkey: bytes, info: dict[str, Any]) -> None:
@@ -233,8 +237,7 @@ def run_member(
         signal.signal(signal.SIGINT, stop)
     where = "{}:{}".format(*member.transfer_address)
     print(f"actorkit node {member.node_id[:8]} joined the head at {address}; serving objects on {where}", flush=True)
-    if host not in _LOOPBACK:
-        print(f"warning: listening on {host}, beyond this machine", file=sys.stderr, flush=True)
+    _warn_if_exposed(host)
     def joined(member: MemberNode) -> None:
         print("ready", flush=True)
         if on_ready is not None:

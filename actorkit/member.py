@@ -33,6 +33,7 @@ from .object_transfer import TransferServer
 from .procutil import set_process_name
 
 _WILDCARDS = ("", "0.0.0.0", "::")
+_HEAD_SILENCE_S = DEAD_AFTER_S + HEARTBEAT_S
 
 
 class MemberNode:
@@ -48,11 +49,10 @@ class MemberNode:
         object_store_memory: int = 1 << 30,
     ) -> None:
         self.head_address = head_address
-        self._channel = P.Channel(P.connect(head_address, authkey))  # first: a wrong key leaves nothing behind
+        self._sock = P.connect(head_address, authkey)  # first: a wrong key leaves nothing behind
+        self._channel = P.Channel(self._sock, timeout=_HEAD_SILENCE_S)  # a silent head is a dead one
         self.config = runtime.new_node_config(resources, object_store_memory, owner_pid=0)._replace(authkey=authkey)
         runtime.write_pids(self.config.session_dir, os.getpid(), os.getpid())
-        self._sock = socket.socket(fileno=os.dup(self._channel.fileno()))
-        self._sock.settimeout(DEAD_AFTER_S + HEARTBEAT_S)  # a silent head is a dead one
         self.transfer = TransferServer(
             self.config.session,
             authkey,
@@ -123,23 +123,19 @@ class MemberNode:
             pass
 
     def _serve_head(self, on_joined: Any) -> None:
-        reader = self._sock.makefile("rb")
-        import pickle
-
         while not self._stopping.is_set():
             try:
-                header = reader.read(4)
-                if len(header) < 4:
-                    self.why_stopped = "the head closed the connection"
-                    return
-                body = reader.read(int.from_bytes(header, "big"))
+                messages = self._channel.recv()
+            except P.ChannelClosed:
+                self.why_stopped = "the head closed the connection"
+                return
             except TimeoutError:
-                self.why_stopped = f"the head sent nothing for {DEAD_AFTER_S + HEARTBEAT_S:g} s"
+                self.why_stopped = f"the head sent nothing for {_HEAD_SILENCE_S:g} s"
                 return
             except OSError as e:
                 self.why_stopped = f"the connection to the head failed: {e}"
                 return
-            for message in pickle.loads(body):
+            for message in messages:
                 kind = message[0]
                 if kind == P.SPAWN:
                     self._spawn(message[1])
@@ -204,7 +200,6 @@ class MemberNode:
                 process.kill()
                 process.join(1.0)
         self._channel.close()
-        self._sock.close()
         self.transfer.close()
         shm.unlink_session(self.config.session)
         shutil.rmtree(self.config.session_dir, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from . import shm
-from .scheduler import ResourceLedger
+from .scheduler import UNIT, ResourceLedger
 
 if TYPE_CHECKING:
     from .node import ClientState, Node
@@ -55,6 +55,11 @@ class NodeRecord:
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"dead ({self.death})"
         return f"<NodeRecord {self.node_id[:8]} {self.hostname} {state} {self.ledger!r}>"
+
+    @property
+    def warm_workers(self) -> int:
+        """Idle workers kept on this node: one per CPU (at least one)."""
+        return max(self.ledger.total.get("CPU", 0) // UNIT, 1)
 
     def describe(self) -> dict[str, Any]:
         """As ``actorkit.nodes()`` shows it (Ray's field names)."""
@@ -133,7 +138,7 @@ class Members:
         client.member = record
         self._node.nodes[record.node_id] = record
         self.by_session[record.session] = record
-        self._broadcast_table()
+        self.broadcast_table()
         self._node.request_schedule()
 
     def _on_heartbeat(self, client: ClientState, _message: tuple[Any, ...]) -> None:
@@ -210,9 +215,9 @@ class Members:
         self._node.node_died(node)
         for sessions in self.copies.values():
             sessions.discard(node.session)
-        self._broadcast_table()
+        self.broadcast_table()
 
-    def _broadcast_table(self) -> None:
+    def broadcast_table(self) -> None:
         table = {n.session: n.transfer_address for n in self.by_session.values() if n.alive}
         if self._node.transfer is not None:
             self._node.transfer.peers = table

@@ -37,12 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from . import shm
-from .exceptions import ObjectLostError, TaskUnschedulableError, WorkerCrashedError
+from .exceptions import (
+    ActorUnschedulableError,
+    ObjectLostError,
+    TaskUnschedulableError,
+    WorkerCrashedError,
+)
 from .members import Members, NodeRecord, RemoteProcess
 from .node_process import NodeConfig, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
+from .strategy import affinity
 from .task_spec import ActorSpec, TaskSpec, spec_from_wire, spec_to_wire
 
 if TYPE_CHECKING:
@@ -287,7 +293,7 @@ class Node:
     def start(self) -> None:
         if self.transfer is not None:
             self.transfer.start()
-            self.members._broadcast_table()
+            self.members.broadcast_table()
         self._gate.start(lambda sock: self.call_soon(lambda: self._add_client(sock)))
         threading.Thread(target=self._run, name="actorkit-node-loop", daemon=True).start()
 
@@ -608,10 +614,12 @@ class Node:
                 self._finish(task, [dep] * task.spec.num_returns)
                 return
         strategy = task.spec.strategy
-        if strategy is not None and strategy != "SPREAD" and not strategy[2]:
-            target = self.nodes.get(strategy[1])
+        named = affinity(strategy)
+        if named is not None and not named[1]:
+            target = self.nodes.get(named[0])
             if target is None or not target.alive:
-                self._unschedulable(task, f"its NodeAffinitySchedulingStrategy names node {strategy[1]}, which is {'dead' if target else 'unknown'}")
+                state = "dead" if target else "unknown"
+                self._unschedulable(task, f"its NodeAffinitySchedulingStrategy names node {named[0]}, which is {state}")
                 return
         missing = unplaceable(task.demand, strategy, self.nodes.values())
         if missing:
@@ -624,8 +632,6 @@ class Node:
         self._schedule_needed = True
 
     def _unschedulable(self, task: TaskRecord, why: str) -> None:
-        from .exceptions import ActorUnschedulableError
-
         spec = task.spec
         if spec.method == "__init__":
             actor = self.actors[spec.actor_id]  # type: ignore[index]
@@ -695,23 +701,24 @@ class Node:
             return []  # the usual case, checked every loop turn: nothing to count
         surplus = []
         for node in self.nodes.values():
-            warm = max(int(node.ledger.total.get("CPU", 0) // 10_000), 1)
             pool = [w for w in self.workers.values() if w.node is node and w.actor is None and not w.retiring]
-            if len(pool) > warm:
+            if len(pool) > node.warm_workers:
                 idle = sorted((w for w in pool if self._is_idle(w)), key=lambda w: w.idle_since)
-                surplus.extend(idle[: len(pool) - warm])
+                surplus.extend(idle[: len(pool) - node.warm_workers])
         return surplus
 
     @property
     def _warm_workers(self) -> int:
-        return sum(max(int(n.ledger.total.get("CPU", 0) // 10_000), 1) for n in self.nodes.values() if n.alive)
+        return sum(n.warm_workers for n in self.nodes.values() if n.alive)
 
     def _retire_idle_workers(self) -> None:
         now = time.monotonic()
-        for worker in self._surplus_idle_workers():
+        surplus = self._surplus_idle_workers()
+        for worker in surplus:
             if now - worker.idle_since >= IDLE_WORKER_TIMEOUT_S:
                 self._retire(worker)
-        self._surplus = self._surplus_idle_workers()  # the next deadline, for _timeout()
+        # What is left of it holds the next deadline, for _timeout().
+        self._surplus = [w for w in surplus if not w.retiring]
 
     def _retire(self, worker: WorkerState) -> None:
         worker.retiring = True
@@ -754,8 +761,7 @@ class Node:
         workers = [w for w in self.workers.values() if w.node is node]
         starting = sum(1 for w in workers if w.client is None)
         unblocked = sum(1 for w in workers if not w.blocked and w.actor is None)
-        ledger = node.ledger
-        available = dict(ledger.available)
+        available = dict(node.ledger.available)
         runnable = 0
         for tasks in self.ready.heads():
             for task in tasks:
@@ -766,7 +772,7 @@ class Node:
                 runnable += 1
                 if runnable > starting + 64:
                     break
-        limit = max(int(ledger.total.get("CPU", 0) // 10_000), 1) * 4 + 16
+        limit = node.warm_workers * 4 + 16
         for _ in range(min(runnable - starting, limit - unblocked)):
             self._spawn_worker(node)
 
@@ -1316,10 +1322,9 @@ class Node:
         lost = ObjectLostError(
             f"the object was held by node {node.node_id[:12]} ({node.hostname}), which died: {node.death}"
         )
-        prefix = f"{shm.PREFIX}{node.session}-"
         for entry in self.objects.values():
             payload = entry.payload
-            if payload is not None and payload.segment is not None and payload.segment.startswith(prefix):
+            if payload is not None and payload.segment is not None and shm.session_of(payload.segment) == node.session:
                 entry.payload = self._error_payload(lost)
                 for contained in payload.contained:
                     self._decref(contained)

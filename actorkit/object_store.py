@@ -36,11 +36,8 @@ POOL_MAX_BYTES = 512 << 20
 class ObjectStore:
     """Accounting and placement of the node's shared-memory segments."""
 
-    def __init__(
-        self, session: str, capacity: int, spill_dir: str, free_remote: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, session: str, capacity: int, spill_dir: str, free_remote: Callable[[str], None]) -> None:
         self.session = session
-        self._prefix = f"{shm.PREFIX}{session}-"
         # Segments made on another machine of the cluster are that node's to free.
         self._free_remote = free_remote
         self.capacity = capacity
@@ -74,7 +71,7 @@ class ObjectStore:
 
     def add(self, object_id: bytes, payload: Payload) -> None:
         """An object with a segment is stored: count it."""
-        if payload.segment is None or not payload.segment.startswith(self._prefix):
+        if payload.segment is None or self._is_remote(payload):
             return
         size = _file_size(payload.segment)
         self._resident[object_id] = (size, payload.segment)
@@ -89,7 +86,8 @@ class ObjectStore:
             return
         resident = self._resident.pop(object_id, None)
         if resident is None:
-            self._release_remote(payload)
+            if self._is_remote(payload):
+                self._free_remote(payload.segment)  # type: ignore[arg-type]
             return
         size, segment = resident
         self.used -= size
@@ -106,15 +104,16 @@ class ObjectStore:
 
     def release_unowned(self, payload: Payload) -> None:
         """A payload that never became a stored object (its task's result was not wanted)."""
-        if payload.segment is not None and payload.segment.startswith(self._prefix):
-            shm.unlink(payload.segment)
+        if payload.segment is None:
+            return
+        if self._is_remote(payload):
+            self._free_remote(payload.segment)
         else:
-            self._release_remote(payload)
+            shm.unlink(payload.segment)
 
-    def _release_remote(self, payload: Payload) -> None:
-        segment = payload.segment
-        if segment is not None and not segment.startswith(self._prefix) and self._free_remote is not None:
-            self._free_remote(segment)
+    def _is_remote(self, payload: Payload) -> bool:
+        """Whether the payload's segment was made on another node (only in a cluster)."""
+        return payload.segment is not None and shm.session_of(payload.segment) != self.session
 
     def touch(self, object_id: bytes) -> None:
         if object_id in self._resident:

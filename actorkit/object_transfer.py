@@ -202,10 +202,6 @@ def localize_from(address: Any, authkey: bytes) -> Callable[[bytes, Payload], Pa
         with lock:
             if not channel:
                 channel.append(P.Channel(P.connect(address, authkey)))
-            channel[0].send([(P.REQUEST, 0, "localize", (object_id, to_wire(payload)))])
-            (_kind, _request_id, ok, value), = channel[0].recv()
-        if not ok:
-            raise value
-        return from_wire(value)
+            return from_wire(P.call(channel[0], "localize", object_id, to_wire(payload)))
 
     return localize

@@ -93,8 +93,9 @@ def encode(messages: list[tuple[Any, ...]]) -> bytes:
 class Channel:
     """A client's blocking end of a connection to its node."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
+    def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
+        # With a timeout, a peer silent that long makes recv() raise TimeoutError.
+        sock.settimeout(timeout)
         self._sock = sock
         self._send_lock = threading.Lock()
         # Buffered: one recv() syscall usually brings several frames.
@@ -131,6 +132,15 @@ class Channel:
             self._reader.close()
         except (OSError, ValueError):
             pass  # another thread may be inside read(); shutdown() has woken it
+
+
+def call(channel: Channel, operation: str, *args: Any) -> Any:
+    """One REQUEST on a channel that no other thread reads; its REPLY's value (or error)."""
+    channel.send([(REQUEST, 0, operation, args)])
+    ((_kind, _request_id, ok, value),) = channel.recv()
+    if not ok:
+        raise value
+    return value
 
 
 class NodeConn:

@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .strategy import affinity
+
 UNIT = 10_000
 
 Demand = dict[str, int]  # resource name -> fixed-point amount
@@ -150,8 +152,9 @@ def choose_node(
     has been given the fewest SPREAD tasks) or ("node", node_id, soft).
     """
     nodes = [n for n in nodes if n.alive]
-    if strategy is not None and strategy != "SPREAD":
-        _, node_id, soft = strategy
+    named = affinity(strategy)
+    if named is not None:
+        node_id, soft = named
         target = next((n for n in nodes if n.node_id == node_id), None)
         if target is not None and not target.ledger.missing(demand):
             return target if target.ledger.fits(demand) else None
@@ -172,8 +175,9 @@ def choose_node(
 def unplaceable(demand: Demand, strategy: Any, nodes: Iterable[Any]) -> dict[str, float]:
     """What no live node could ever give the task (empty if some node can)."""
     alive = [n for n in nodes if n.alive]
-    if strategy is not None and strategy != "SPREAD" and not strategy[2]:
-        alive = [n for n in alive if n.node_id == strategy[1]]
+    named = affinity(strategy)
+    if named is not None and not named[1]:
+        alive = [n for n in alive if n.node_id == named[0]]
     shortfalls = [n.ledger.missing(demand) for n in alive]
     if any(not short for short in shortfalls):
         return {}

@@ -53,4 +53,9 @@ def strategy_to_wire(strategy: Any, where: str) -> Any:
     )
 
 
-
+def affinity(strategy: Any) -> tuple[str, bool] | None:
+    """``(node_id, soft)`` of a strategy as the node reads it, if it names a node."""
+    if strategy is None or strategy == "SPREAD":
+        return None
+    _, node_id, soft = strategy
+    return node_id, soft
