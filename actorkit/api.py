@@ -139,6 +139,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, not {type(actor).__name__}; use cancel() for tasks")
     client = runtime.client_for(actor._ref, f"actor {actor._class_name}")
+    client.forget_route(actor._actor_id)  # later calls go through the node, which knows it is dead
     client.request("kill", actor._actor_id, bool(no_restart))
 
 
@@ -165,7 +166,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
     client = runtime.client_for(object_ref, repr(object_ref))
-    client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))
+    if not client.cancel_direct(object_ref.task_id(), bool(force)):
+        client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))
 
 
 def get_gpu_ids() -> list[int]:

@@ -13,6 +13,16 @@ ready objects; callers block on a condition until what they wait for is
 there.  Small values travel inside READY; large ones stay in shared memory
 and are mapped by the reader.
 
+Actor calls go straight to the actor's process once the node has said where
+it listens (ACTOR_ROUTE) and none of this process's calls to it through the
+node are unanswered: see ``direct.py``.  The node does not know the results
+of direct calls; the first time a ref to one leaves this process (pickled
+into arguments, an object or a result), the client publishes it: PUT if it
+is back, PROMISE if not (then PUT when it arrives).  A large result, or one
+holding refs, comes through the node instead (OWNED_RESULT), so that the
+node owns its memory and its refs from the start.  If the link breaks, the
+calls still unanswered on it are resent through the node, marked lost.
+
 Reference counting: the node counts each process holding a ref once.  This
 client counts its live ObjectRefs per object and tells the node on the first
 (ADDREF) and after the last (DECREF).  ``ObjectRef.__del__`` only puts the id
@@ -27,12 +37,15 @@ import itertools
 import mmap
 import os
 import queue
+import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import payload as payload_codec
 from . import protocol as P
+from .direct import Hub, Link, Loopback
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from .object_ref import ObjectRef
 from .payload import Payload
@@ -61,11 +74,31 @@ class _Reply:
 class _Waiter:
     """One blocked get()/wait(): how many more objects it needs, and its wake-up."""
 
-    __slots__ = ("remaining", "event")
+    __slots__ = ("remaining", "event", "reader")
 
     def __init__(self, remaining: int) -> None:
         self.remaining = remaining
         self.event = threading.Event()
+        # Set while its thread reads a direct link itself: other threads that wake
+        # it must also write to the client's wake pipe, which that thread polls.
+        self.reader: int | None = None
+
+    def wake(self, wake_fd: int) -> None:
+        self.event.set()
+        if self.reader is not None and self.reader != threading.get_ident():
+            os.write(wake_fd, b"\0")
+
+
+class _DirectCall:
+    """An actor call sent on a direct link, not answered yet."""
+
+    __slots__ = ("link", "return_ids", "hold", "cancelled")
+
+    def __init__(self, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...]) -> None:
+        self.link = link
+        self.return_ids = return_ids
+        self.hold = hold  # counted refs kept until the answer: arguments, and the actor itself
+        self.cancelled = False
 
 
 class Client:
@@ -129,14 +162,31 @@ class Client:
         self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()  # the flusher's
         self._release_wake_pending = False
         self._exported: set[bytes] = set()
+        # Direct actor calls (see the module docstring).
+        self.actor_id: bytes | None = None  # set in an actor's process (see call_self_through)
+        self._loopback: Loopback | None = None
+        self._hub: Hub | None = None
+        self._routes: dict[bytes, str] = {}  # actor id -> where it listens, not connected yet
+        self._links: dict[bytes, Link] = {}  # actor id -> connected link
+        self._node_calls: dict[bytes, int] = {}  # actor id -> its calls through the node not answered
+        self._node_call_of: dict[bytes, bytes] = {}  # first return id of such a call -> actor id
+        self._direct: dict[bytes, _DirectCall] = {}  # task id -> unanswered direct call
+        self._pending_direct: set[bytes] = set()  # results of unanswered direct calls
+        self._local_only: set[bytes] = set()  # results of direct calls, back, unknown to the node
+        self._promised: set[bytes] = set()  # pending direct results the node was told of
+        # This process told the node of objects (put, publish, addref) since the node
+        # last confirmed it had read everything: a direct call must not overtake that.
+        self._unsynced = False
+        self._link_reading = threading.Lock()  # one thread at a time reads a direct link in get()
+        self._wake_r, self._wake_w = os.pipe()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
         self._failure: BaseException | None = None
         self.closed = False
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
-        self.stats = {"submitted": 0, "puts": 0, "gets": 0}
-        self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace)])
+        self.stats = {"submitted": 0, "direct": 0, "puts": 0, "gets": 0}
+        self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace, self._id_prefix)])
         self._receiver = threading.Thread(target=self._receive_loop, name="actorkit-receiver", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="actorkit-ref-flusher", daemon=True)
         self._receiver.start()
@@ -146,7 +196,8 @@ class Client:
         state = "closed" if self.closed else "connected"
         return (
             f"<Client {self.role} pid={os.getpid()} {state} refs={len(self._local_refs)} "
-            f"submitted={self.stats['submitted']} puts={self.stats['puts']}>"
+            f"submitted={self.stats['submitted']} direct={self.stats['direct']} links={len(self._links)} "
+            f"puts={self.stats['puts']}>"
         )
 
     # ----------------------------------------------------------------- ids
@@ -204,8 +255,8 @@ class Client:
             self._check_open()
             if at_once is None:
                 at_once = not self._unanswered
-            if at_once and not self._outgoing:
-                now = True
+            if at_once:
+                now = True  # after anything buffered: _send() keeps the order
             else:
                 now = False
                 self._outgoing.append(message)
@@ -233,6 +284,7 @@ class Client:
             self._local_refs[object_id] = n + 1
             if n == 0:
                 self._addrefs.append(object_id)
+                self._unsynced = True
 
     def _pin_view(self, object_id: bytes) -> Callable[[], None]:
         """A value viewing the object's shared memory holds it like a ref (as in Ray)."""
@@ -269,7 +321,11 @@ class Client:
             self._ready.pop(object_id, None)
             self._mappings.pop(object_id, None)
             self._subscribed.discard(object_id)
-            decrefs.append(object_id)
+            if object_id in self._local_only:
+                self._local_only.discard(object_id)  # the node never knew it
+            elif object_id not in self._pending_direct or object_id in self._promised:
+                decrefs.append(object_id)
+            # else: the node has not heard of it yet; its arrival settles it
 
     def _flush_loop(self) -> None:
         while True:
@@ -298,6 +354,8 @@ class Client:
                         self._on_ready(message[1], payload_codec.from_wire(message[2]))
                     elif message[0] == P.REPLY:
                         self._on_reply(message[1], message[2], message[3])
+                    elif message[0] == P.ACTOR_ROUTE:
+                        self._on_route(message[1], message[2], message[3])
                     elif message[0] == P.REVOKED:
                         with self._revocations:
                             self._revoked.update(message[1])
@@ -315,13 +373,22 @@ class Client:
     def _on_ready(self, object_id: bytes, payload: Payload) -> None:
         with self._lock:
             self._unanswered.discard(object_id)
+            actor_id = self._node_call_of.pop(object_id, None)
+            if actor_id is not None:
+                left = self._node_calls[actor_id] - 1
+                if left:
+                    self._node_calls[actor_id] = left
+                else:
+                    del self._node_calls[actor_id]
+            if object_id in self._pending_direct:
+                self._answered_through_node(object_id)
             callbacks = self._callbacks.pop(object_id, None)
             if object_id in self._local_refs:
                 self._ready[object_id] = payload
             for waiter in self._waiters.pop(object_id, ()):
                 waiter.remaining -= 1
                 if waiter.remaining == 0:
-                    waiter.event.set()
+                    waiter.wake(self._wake_w)
         for callback in callbacks or ():
             try:
                 callback(payload)
@@ -362,7 +429,7 @@ class Client:
             self._callbacks = {}
             for waiters in self._waiters.values():
                 for waiter in waiters:
-                    waiter.event.set()
+                    waiter.wake(self._wake_w)
             replies = list(self._replies.values())
             self._replies.clear()
         for reply in replies:
@@ -417,6 +484,7 @@ class Client:
         data = payload_codec.from_serialized(serialized, self.session, allocate=self.allocate)
         with self._lock:
             self._ready[object_id] = data
+            self._unsynced = True
         ref = self._own_ref(object_id)
         self._send([(P.PUT, object_id, payload_codec.to_wire(data))])
         self.stats["puts"] += 1
@@ -424,16 +492,226 @@ class Client:
 
     def submit(self, spec: TaskSpec, kind: int = P.SUBMIT) -> list[ObjectRef]:
         """Send a task (or, with ``kind=ACTOR_CALL``, an actor call); refs to its results."""
+        if kind == P.ACTOR_CALL:
+            link = self._direct_link(spec.actor_id)  # type: ignore[arg-type]
+            if link is not None:
+                return self._submit_direct(spec, link)
         return_ids = spec.return_ids()
         with self._lock:
             self._subscribed.update(return_ids)  # the node sends results to their submitter
             idle = not self._unanswered
             if return_ids:
                 self._unanswered.add(return_ids[0])
+            if kind == P.ACTOR_CALL:
+                # Calls to this actor go direct only once these are answered: order is kept.
+                actor_id: bytes = spec.actor_id  # type: ignore[assignment]
+                self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
+                if return_ids:
+                    self._node_call_of[return_ids[0]] = actor_id
         refs = [self._own_ref(object_id) for object_id in return_ids]
         self.send_soon((kind, spec_to_wire(spec)), at_once=idle)
         self.stats["submitted"] += 1
         return refs
+
+    # ---------------------------------------------------- direct actor calls
+
+    @property
+    def hub(self) -> Hub:
+        """The thread that reads this process's direct links (started on first use)."""
+        with self._lock:
+            if self._hub is None:
+                self._hub = Hub()
+            return self._hub
+
+    def call_self_through(self, actor_id: bytes, on_call: Callable[[Any, list[tuple[Any, ...]]], None]) -> None:
+        """In an actor's process: its calls to itself go to ``on_call`` (its mailbox)."""
+        self.actor_id = actor_id
+        self._loopback = Loopback(actor_id, on_call, self._on_link_messages)  # type: ignore[arg-type]
+
+    def _on_route(self, actor_id: bytes, address: str, session: str) -> None:
+        # Only an actor on this machine: its address is a unix socket here.
+        if session == self.session:
+            with self._lock:
+                self._routes[actor_id] = address
+
+    def forget_route(self, actor_id: bytes) -> None:
+        """Send no more calls to ``actor_id`` directly (it is being killed)."""
+        with self._lock:
+            self._routes.pop(actor_id, None)
+            self._links.pop(actor_id, None)  # its unanswered calls are resent when it closes
+
+    def _direct_link(self, actor_id: bytes) -> Link | Loopback | None:
+        """The link to send a call to ``actor_id`` on, or None to send it through the node."""
+        if actor_id == self.actor_id:
+            return self._loopback
+        link = self._links.get(actor_id)
+        if link is not None or actor_id not in self._routes:
+            return link
+        with self._lock:
+            if self._node_calls.get(actor_id):
+                return None  # a call sent through the node could be overtaken
+            address = self._routes.pop(actor_id, None)
+        if address is None:
+            return self._links.get(actor_id)
+        try:
+            link = self.hub.connect(address, self.authkey, actor_id, self._on_link_messages, self._on_link_lost)
+        except (OSError, EOFError):
+            return None  # the actor is gone or restarting: the node knows what to do
+        with self._lock:
+            self._links[actor_id] = link
+        return link
+
+    def _submit_direct(self, spec: TaskSpec, link: Link | Loopback) -> list[ObjectRef]:
+        return_ids = spec.return_ids()
+        hold = (*spec.deps, *spec.args.contained, spec.actor_id)
+        with self._lock:
+            self._check_open()
+            for object_id in hold:
+                self._count_ref(object_id)  # type: ignore[arg-type]
+            self._direct[spec.task_id] = _DirectCall(link, return_ids, hold)  # type: ignore[arg-type]
+            link.unanswered[spec.task_id] = spec
+            self._pending_direct.update(return_ids)
+            self._subscribed.update(return_ids)  # they come on the link, unasked
+            # Buffered submissions too: the actor may wait for their results.
+            sync, self._unsynced = self._unsynced or bool(self._outgoing), False
+        refs = [self._own_ref(object_id) for object_id in return_ids]
+        if sync:
+            # The actor asks the node for the refs in the arguments, on its own
+            # connection: the node must have read what this process sent first.
+            self.request("sync")
+        try:
+            link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
+        except OSError:
+            self._on_link_lost(link)  # resends it through the node
+        self.stats["submitted"] += 1
+        self.stats["direct"] += 1
+        return refs
+
+    def _on_link_messages(self, link: Link, messages: list[tuple[Any, ...]]) -> None:
+        for message in messages:
+            if message[0] == P.DONE:
+                self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
+
+    def _complete_direct(self, task_id: bytes, payloads: list[Payload]) -> None:
+        """A direct call's answer came on its link."""
+        with self._lock:
+            call = self._direct.pop(task_id, None)
+            if call is None:
+                return
+            call.link.unanswered.pop(task_id, None)
+        if call.cancelled and payloads and payloads[0].is_error:
+            payloads = [self._cancelled(task_id)] * len(payloads)
+        for object_id, payload in zip(call.return_ids, payloads):
+            publish = None
+            with self._lock:
+                self._pending_direct.discard(object_id)
+                held = object_id in self._local_refs
+                if held:
+                    self._ready[object_id] = payload
+                if object_id in self._promised:
+                    # Others may wait for it at the node, whether or not this process still does.
+                    self._promised.discard(object_id)
+                    publish = (P.PUT, object_id, payload_codec.to_wire(payload))
+                    if not held:
+                        self._outgoing.append(publish)
+                        publish = (P.DECREF, [object_id])
+                elif held:
+                    self._local_only.add(object_id)
+            if publish is not None:
+                self.send_soon(publish, at_once=False)
+            self._on_ready(object_id, payload)
+        for object_id in call.hold:
+            self.release_ref(object_id)
+
+    def _answered_through_node(self, object_id: bytes) -> None:
+        """A direct call's result came as the node's READY (OWNED_RESULT); called locked."""
+        self._pending_direct.discard(object_id)
+        self._promised.discard(object_id)
+        if object_id not in self._local_refs:
+            # The node counts this process as holding it, and it no longer does.
+            self._outgoing.append((P.DECREF, [object_id]))
+            self._wake.put(_FLUSH)
+        call = self._direct.pop(object_id[:-4], None)
+        if call is not None:
+            call.link.unanswered.pop(object_id[:-4], None)
+            for held in call.hold:
+                self.release_ref(held)
+
+    def _on_link_lost(self, link: Link) -> None:
+        """The link closed (the actor's process died): resend its unanswered calls through the node."""
+        releases: list[bytes] = []
+        with self._lock:
+            actor_id: bytes = link.actor_id  # type: ignore[assignment]
+            if self._links.get(actor_id) is link:
+                del self._links[actor_id]
+            lost, link.unanswered = link.unanswered, {}
+            unheld: list[bytes] = []
+            for task_id, spec in lost.items():
+                call = self._direct.pop(task_id, None)
+                if call is None:
+                    continue
+                releases.extend(call.hold)  # the node pins what the resent call uses
+                for object_id in call.return_ids:
+                    self._pending_direct.discard(object_id)
+                    self._promised.discard(object_id)
+                    if object_id not in self._local_refs:
+                        unheld.append(object_id)  # the node will count it held: let go after
+                self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
+                if call.return_ids:
+                    self._node_call_of[call.return_ids[0]] = actor_id
+                # Marked lost: the node retries it within max_task_retries, or fails it.
+                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(spec), True))
+            if unheld:
+                self._outgoing.append((P.DECREF, unheld))
+            if self.closed or not lost:
+                return
+        for object_id in releases:
+            self.release_ref(object_id)
+        try:
+            self._send([])
+        except BaseException:
+            pass  # the node is gone too: waiters hear of it from the receiver
+
+    def cancel_direct(self, task_id: bytes, force: bool) -> bool:
+        """Cancel an unanswered direct call (True), or say it is not one (False)."""
+        with self._lock:
+            call = self._direct.get(task_id)
+            if call is None:
+                return False
+            if force:
+                raise ValueError("force=True is not supported for actor tasks; use kill() to stop an actor")
+            call.cancelled = True
+        try:
+            call.link.send([(P.CANCEL, task_id)])
+        except OSError:
+            pass  # the actor died: the call is resent through the node, which fails it
+        return True
+
+    def _cancelled(self, task_id: bytes) -> Payload:
+        from .exceptions import TaskCancelledError
+
+        error = TaskCancelledError(f"actor call {task_id.hex()} was cancelled")
+        return payload_codec.encode(error, self.session, is_error=True)
+
+    def escaping(self, object_id: bytes) -> None:
+        """A ref to ``object_id`` is leaving this process: the node must know the object.
+
+        Called while pickling; what it queues goes out before the message
+        that carries the ref, which is sent through this client too.
+        """
+        if object_id not in self._pending_direct and object_id not in self._local_only:
+            return
+        with self._lock:
+            if object_id in self._local_only:
+                self._local_only.discard(object_id)
+                message: tuple[Any, ...] = (P.PUT, object_id, payload_codec.to_wire(self._ready[object_id]))
+            elif object_id in self._pending_direct and object_id not in self._promised:
+                self._promised.add(object_id)
+                message = (P.PROMISE, [object_id])
+            else:
+                return
+            self._outgoing.append(message)
+            self._unsynced = True
 
     def own_actor(self, actor_id: bytes) -> ObjectRef:
         """The counted reference behind a handle to an actor this process just created."""
@@ -475,7 +753,7 @@ class Client:
                 self._send([(P.SUBSCRIBE, subscribe)])
             if waiter is not None:
                 self.flush()
-                self._block_on(waiter, timeout)
+                self._block_on(waiter, missing, timeout)
         finally:
             if waiter is not None:
                 with self._lock:
@@ -490,7 +768,7 @@ class Client:
                 raise self._failure
             return {o for o in unique if o in self._ready}
 
-    def _block_on(self, waiter: _Waiter, timeout: float | None) -> None:
+    def _block_on(self, waiter: _Waiter, missing: list[bytes], timeout: float | None) -> None:
         # A worker's task that blocks lends its CPUs to the node meanwhile, so
         # that nested tasks can run even when they outnumber the CPUs.
         lent = self.in_task
@@ -499,10 +777,54 @@ class Client:
                 self._unanswered_blocks += 1
             self.send((P.BLOCKED,))
         try:
+            link = self._link_of(missing)
+            if link is not None:
+                timeout = self._read_link(link, waiter, timeout)
             waiter.event.wait(timeout)
         finally:
             if lent:
                 self.send((P.UNBLOCKED,))
+
+    def _link_of(self, object_ids: list[bytes]) -> Link | None:
+        """The direct link all of ``object_ids`` are to come on, if there is one."""
+        link = None
+        for object_id in object_ids:
+            call = self._direct.get(object_id[:-4])
+            if call is None or (link is not None and call.link is not link):
+                return None
+            link = call.link
+        return link
+
+    def _read_link(self, link: Link, waiter: _Waiter, timeout: float | None) -> float | None:
+        """Wait for ``waiter`` reading ``link`` on this thread; return what is left of ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._link_reading.acquire(blocking=False):
+            return timeout  # another thread does: wait for the hub's wake-up
+        try:
+            hub = self.hub
+            if not hub.suspend(link):
+                return timeout
+            try:
+                poller = select.poll()
+                poller.register(link.sock, select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+                waiter.reader = threading.get_ident()
+                while not waiter.event.is_set():
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    events = poller.poll(None if left is None else left * 1000)
+                    if not events:
+                        break  # timed out
+                    for fd, _ in events:
+                        if fd == self._wake_r:
+                            os.read(self._wake_r, 512)  # woken by another thread: check the waiter
+                        elif not hub.read(link):
+                            return None if deadline is None else max(0.0, deadline - time.monotonic())
+            finally:
+                waiter.reader = None
+                hub.resume(link)
+        finally:
+            self._link_reading.release()
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         object_ids = [r._id for r in refs]
@@ -619,6 +941,11 @@ class Client:
         self.closed = True
         self._fail(RuntimeError("actorkit was shut down while waiting"))
         self._wake.put(_STOP)
+        if self._hub is not None:
+            self._hub.close()
         self._channel.close()
         if threading.current_thread() is not self._receiver:
             self._receiver.join(timeout=5)
+        with self._link_reading:  # no thread polls the wake pipe any more
+            os.close(self._wake_r)
+            os.close(self._wake_w)

@@ -49,7 +49,7 @@ from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
 from .strategy import affinity
-from .task_spec import ActorSpec, TaskSpec, spec_from_wire, spec_to_wire
+from .task_spec import ActorSpec, TaskSpec, return_id, spec_from_wire, spec_to_wire
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -107,7 +107,10 @@ class TaskRecord:
 class ActorState:
     """One actor: its process, its calls, its fate."""
 
-    __slots__ = ("spec", "owner", "state", "worker", "queue", "inflight", "restarts_left", "death", "allocation", "ending")
+    __slots__ = (
+        "spec", "owner", "state", "worker", "queue", "inflight", "restarts_left", "death", "allocation", "ending",
+        "direct_address", "routed",
+    )
 
     def __init__(self, spec: ActorSpec, owner: ClientState) -> None:
         self.spec = spec
@@ -120,6 +123,8 @@ class ActorState:
         self.death: Payload | None = None  # the ActorDiedError given to callers once dead
         self.allocation: Allocation | None = None
         self.ending = False  # no handle is left: end once the pending calls are done
+        self.direct_address: str | None = None  # where its process takes direct calls
+        self.routed: set[ClientState] = set()  # callers told that address
 
     def __repr__(self) -> str:
         return f"<Actor {self.spec.class_name} {self.spec.actor_id.hex()[:12]} {self.state}>"
@@ -132,7 +137,7 @@ def _forever(n: int) -> int:
 class ClientState:
     """A connected driver or worker, as the node sees it."""
 
-    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member")
+    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member", "id_prefix")
 
     def __init__(self, conn: P.NodeConn) -> None:
         self.conn = conn
@@ -144,6 +149,7 @@ class ClientState:
         self.writing = False
         self.closed = False
         self.member: NodeRecord | None = None  # for a member node's connection
+        self.id_prefix = b""  # how its task ids begin: whose direct call a result is
 
     def __repr__(self) -> str:
         return f"<{self.role} pid={self.pid}>"
@@ -226,6 +232,7 @@ class Node:
         self.actors: dict[bytes, ActorState] = {}
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
+        self.callers: dict[bytes, ClientState] = {}  # task id prefix -> the client that makes such ids
         self.ready = ReadyQueue()
         self.stats = {
             "tasks_finished": 0,
@@ -268,6 +275,8 @@ class Node:
             P.ACTOR_FAILED: self._on_actor_failed,
             P.ACTOR_EXIT: self._on_actor_exit,
             P.REQUEST: self._on_request,
+            P.PROMISE: self._on_promise,
+            P.OWNED_RESULT: self._on_owned_result,
             **self.members.handlers,
         }
         self._requests: dict[str, Callable[..., Any]] = {
@@ -280,6 +289,7 @@ class Node:
             "resources": lambda _client: self.resources(),
             "stats": lambda _client: self.statistics(),
             "nodes": lambda _client: [n.describe() for n in self.nodes.values()],
+            "sync": lambda _client: None,  # answered after everything the client sent before it
         }
 
     def __repr__(self) -> str:
@@ -411,6 +421,8 @@ class Node:
         for object_id in client.held:
             self._decref(object_id)
         client.held.clear()
+        if self.callers.get(client.id_prefix) is client:
+            del self.callers[client.id_prefix]
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             for actor in list(self.actors.values()):
@@ -426,7 +438,10 @@ class Node:
             client.worker.process.kill()
 
     def _on_hello(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, client.role, client.pid, worker_id, client.job_id, namespace = message
+        _, client.role, client.pid, worker_id, client.job_id, namespace = message[:6]
+        if len(message) > 6:
+            client.id_prefix = message[6]
+            self.callers[client.id_prefix] = client
         if client.role == "driver":
             self.drivers[client.job_id] = client
             self.namespaces[client.job_id] = namespace
@@ -448,9 +463,40 @@ class Node:
         entry = self.objects.get(object_id)
         if entry is None:
             entry = self.objects[object_id] = ObjectEntry()
-        entry.refcount += 1
-        client.held.add(object_id)
+        if object_id not in client.held:  # it may have promised it (a direct call's result)
+            entry.refcount += 1
+            client.held.add(object_id)
         self._set_object(object_id, payload)
+
+    def _on_promise(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        # Results of the client's direct calls, not back yet: others may wait for them.
+        for object_id in message[1]:
+            if object_id not in self.objects:
+                self.objects[object_id] = ObjectEntry()
+            if object_id not in client.held:
+                client.held.add(object_id)
+                self.objects[object_id].refcount += 1
+
+    def _on_owned_result(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        """A direct call's result that the node should own: held for, and sent to, its caller."""
+        task_id, payloads = message[1], [from_wire(p) for p in message[2]]
+        caller = self.callers.get(task_id[:8])
+        for index, payload in enumerate(payloads):
+            object_id = return_id(task_id, index)
+            if caller is None or caller.closed:
+                self.store.release_unowned(payload)
+                continue
+            entry = self.objects.get(object_id)
+            if entry is None:
+                entry = self.objects[object_id] = ObjectEntry()
+            if object_id not in caller.held:
+                caller.held.add(object_id)
+                entry.refcount += 1
+            if entry.subscribers is None:
+                entry.subscribers = [caller]
+            elif caller not in entry.subscribers:
+                entry.subscribers.append(caller)
+            self._set_object(object_id, payload)
 
     def _set_object(self, object_id: bytes, payload: Payload) -> None:
         entry = self.objects.get(object_id)
@@ -557,9 +603,9 @@ class Node:
     # -------------------------------------------------------------- tasks
 
     def _on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        self._add_task(client, spec_from_wire(message[1]))
+        self._add_task(client, spec_from_wire(message[1]), len(message) > 2 and message[2])
 
-    def _add_task(self, client: ClientState, spec: TaskSpec) -> TaskRecord | None:
+    def _add_task(self, client: ClientState, spec: TaskSpec, lost: bool = False) -> TaskRecord | None:
         """Admit a task, actor creation or actor call: pin what it uses, wait for its arguments."""
         if spec.function_bytes is not None:
             self.functions.setdefault(spec.function_id, spec.function_bytes)
@@ -572,12 +618,19 @@ class Node:
             task.depth = submitter.task.depth + 1
             self.children.setdefault(task.parent, []).append(spec.task_id)
         for object_id in task.return_ids:
-            entry = self.objects[object_id] = ObjectEntry()
-            entry.refcount = 1
+            # Already there if the client promised it: a direct call, resent after its link broke.
+            entry = self.objects.get(object_id)
+            if entry is None:
+                entry = self.objects[object_id] = ObjectEntry()
+            if object_id not in client.held:
+                entry.refcount += 1
+                client.held.add(object_id)
             # The submitter gets the results unasked (it is their owner, as in Ray):
             # a get() right after remote() then needs no message of its own.
-            entry.subscribers = [client]
-            client.held.add(object_id)
+            if entry.subscribers is None:
+                entry.subscribers = [client]
+            elif client not in entry.subscribers:
+                entry.subscribers.append(client)
         for object_id in spec.args.contained:
             self._incref(object_id)
         for object_id in spec.deps:
@@ -595,7 +648,7 @@ class Node:
                     entry.dependents.append(task)
                 task.unresolved += 1
         if spec.actor_id is not None and spec.method != "__init__":
-            self._enqueue_actor_call(task)
+            self._enqueue_actor_call(task, lost)
         elif task.unresolved == 0:
             self._make_ready(task)
         return task
@@ -1023,6 +1076,8 @@ class Node:
             self._finish(task, [])
         if actor.state == "DEAD":
             return  # killed while starting
+        actor.direct_address = message[2] if len(message) > 2 else None
+        actor.routed = set()
         actor.state = "ALIVE"
         self._pump_actor(actor)
         self._schedule_needed = True
@@ -1040,7 +1095,7 @@ class Node:
         actor = self.actors[message[1]]
         self._bury(actor, self._actor_died(actor, "it called exit_actor()"))
 
-    def _enqueue_actor_call(self, task: TaskRecord) -> None:
+    def _enqueue_actor_call(self, task: TaskRecord, lost: bool = False) -> None:
         actor = self.actors.get(task.spec.actor_id)  # type: ignore[arg-type]
         if actor is None or actor.state == "DEAD":
             death = actor.death if actor is not None else None
@@ -1051,6 +1106,15 @@ class Node:
             self._finish(task, [death] * task.spec.num_returns)
             return
         task.retries_left = _forever(actor.spec.max_task_retries)
+        if lost:
+            # Sent directly to a process that died before answering: a retry, if any is left.
+            if task.retries_left <= 0:
+                error = self._actor_died(
+                    actor, "its process died while running this call, and max_task_retries allows no retry"
+                )
+                self._finish(task, [error] * task.spec.num_returns)
+                return
+            task.retries_left -= 1
         actor.queue.append(task)
         self._pump_actor(actor)
 
@@ -1069,6 +1133,13 @@ class Node:
                 continue
             actor.inflight[spec.task_id] = task
             self._send(actor.worker.client, (P.EXECUTE, spec_to_wire(spec), None, _wire(deps), []))
+            owner = task.owner
+            if actor.direct_address is not None and owner not in actor.routed and not owner.closed:
+                # Its later calls may go straight to the process (see direct.py).
+                actor.routed.add(owner)
+                if owner is not actor.worker.client:
+                    address = (P.ACTOR_ROUTE, spec.actor_id, actor.direct_address, actor.worker.node.session)
+                    self._send(owner, address)
 
     def _on_actor_call_done(self, actor: ActorState, task_id: bytes, payloads: list[Payload]) -> None:
         task = actor.inflight.pop(task_id, None)

@@ -101,7 +101,10 @@ def spawn_worker(config: NodeConfig, worker_id: int, head_address: Any = None, t
     address = head_address or config.data_address
     process = _spawn.Process(
         target=_run_worker,
-        args=(address, config.authkey, config.session, worker_id, config.node_id, config.object_store_memory, transfer_address),
+        args=(
+            address, config.authkey, config.session, worker_id, config.node_id,
+            config.object_store_memory, transfer_address, config.session_dir,
+        ),
         name=f"actorkit-worker-{worker_id}",
     )
     process.start()

@@ -63,6 +63,8 @@ class ObjectRef:
 
     def __reduce__(self) -> tuple[Any, ...]:
         record_contained_ref(self._id)
+        if self._client is not None:
+            self._client.escaping(self._id)  # the result of a direct call: tell the node
         return (_rebuild_ref, (self._id,))
 
     def __del__(self) -> None:

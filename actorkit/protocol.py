@@ -27,7 +27,7 @@ MAX_FRAME = 1 << 28  # refused before it is read: large values never travel inli
 _READ_CHUNK = 1 << 16  # below malloc's mmap threshold: reused, not mapped per read  # larger values never travel inline: they go to shared memory
 
 # Client -> node
-HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace)
+HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace, id_prefix) id_prefix: of its task ids
 SUBMIT = 2  # (SUBMIT, TaskSpec)
 PUT = 3  # (PUT, object_id, payload)
 SUBSCRIBE = 4  # (SUBSCRIBE, [object_id, ...])
@@ -38,11 +38,13 @@ BLOCKED = 8  # (BLOCKED,) the worker's task waits in get()/wait(): lend its CPUs
 UNBLOCKED = 9  # (UNBLOCKED,)
 LOG = 10  # (LOG, task_name, pid, is_stderr, [line, ...])
 CREATE_ACTOR = 11  # (CREATE_ACTOR, ActorSpec) an unnamed actor: no reply needed
-ACTOR_CALL = 12  # (ACTOR_CALL, TaskSpec) a method call, TaskSpec.actor_id set
-ACTOR_READY = 13  # (ACTOR_READY, actor_id) __init__ returned
+ACTOR_CALL = 12  # (ACTOR_CALL, TaskSpec[, lost]) a method call; lost: it went direct, and the actor died
+ACTOR_READY = 13  # (ACTOR_READY, actor_id, direct_address) __init__ returned
 ACTOR_FAILED = 14  # (ACTOR_FAILED, actor_id, payload) __init__ raised: the ActorDiedError to give callers
 ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id) exit_actor() was called
 REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
+PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back yet, that left this process
+OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})
@@ -59,6 +61,10 @@ BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: p
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
 CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
 REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
+ACTOR_ROUTE = 28  # (ACTOR_ROUTE, actor_id, direct_address, session) where to call the actor directly
+
+# Caller <-> actor on a direct connection (see direct.py): ACTOR_CALL and CANCEL
+# from the caller, DONE (as above) from the actor.
 
 # Head -> member node
 SPAWN = 31  # (SPAWN, worker_id) start a worker that connects to the head
@@ -143,24 +149,13 @@ def call(channel: Channel, operation: str, *args: Any) -> Any:
     return value
 
 
-class NodeConn:
-    """The node's non-blocking end of a connection to one client.
-
-    ``feed()`` reads what the socket has and returns whole messages;
-    ``queue()`` collects outgoing messages, which ``flush()`` writes as one
-    frame, keeping any unwritten rest until the socket is writable again.
-    """
+class FrameReader:
+    """Whole messages from a socket with bytes to read (non-blocking, or just selected)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
         self.sock = sock
         self._inbuf = bytearray()
         self._chunk = bytearray(_READ_CHUNK)
-        self._outbox: list[tuple[Any, ...]] = []
-        self._unsent: deque[memoryview] = deque()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def feed(self) -> list[tuple[Any, ...]]:
         """Read available bytes; return complete messages. Raises ChannelClosed at EOF."""
@@ -171,7 +166,7 @@ class NodeConn:
         except OSError as e:
             raise ChannelClosed(str(e)) from e
         if not n:
-            raise ChannelClosed("client closed the connection")
+            raise ChannelClosed("the peer closed the connection")
         buf = self._inbuf
         with memoryview(self._chunk) as chunk:
             buf += chunk[:n]
@@ -191,6 +186,29 @@ class NodeConn:
         if pos:
             del buf[:pos]
         return messages
+
+
+class NodeConn:
+    """The node's non-blocking end of a connection to one client.
+
+    ``feed()`` reads what the socket has and returns whole messages;
+    ``queue()`` collects outgoing messages, which ``flush()`` writes as one
+    frame, keeping any unwritten rest until the socket is writable again.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._frames = FrameReader(sock)
+        self._outbox: list[tuple[Any, ...]] = []
+        self._unsent: deque[memoryview] = deque()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def feed(self) -> list[tuple[Any, ...]]:
+        """Read available bytes; return complete messages. Raises ChannelClosed at EOF."""
+        return self._frames.feed()
 
     def queue(self, message: tuple[Any, ...]) -> None:
         self._outbox.append(message)

@@ -144,6 +144,7 @@ def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], client: Any)
     keep: list[ObjectRef] = []
 
     def by_reference(ref: ObjectRef) -> ArgRef:
+        client.escaping(ref._id)  # the process running the call asks the node for it
         deps.append(ref._id)
         return ArgRef(len(deps) - 1)
 

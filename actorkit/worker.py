@@ -2,7 +2,9 @@
 
 The main thread runs tasks (so that a cancellation can interrupt it with
 KeyboardInterrupt); the client's receiver thread queues the node's EXECUTE
-messages for it.  A worker's ``print`` and ``logging`` output goes to the
+messages for it in its mailbox.  In an actor's process, callers on the same
+machine also send calls straight to it (``direct.py``); the thread that takes
+the actor's work reads those links itself (``mailbox.py``).  A worker's ``print`` and ``logging`` output goes to the
 driver whose task it is running, prefixed with the task's name and pid.
 """
 
@@ -13,7 +15,6 @@ import inspect
 import io
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -25,7 +26,10 @@ from . import payload as payload_codec
 from . import protocol as P
 from . import runtime
 from .client import Client
+from .direct import Link, Loopback
 from .exceptions import TaskError
+from .gate import Gate
+from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
 from .task_spec import ArgRef, TaskSpec, spec_from_wire
@@ -39,6 +43,7 @@ class WorkerArgs(NamedTuple):
     node_id: str
     store_capacity: int
     transfer_address: Any = None  # this machine's TransferServer, on a member node
+    session_dir: str | None = None  # where an actor listens for direct calls
 
 
 class _ForwardedStream(io.TextIOBase):
@@ -70,9 +75,12 @@ class _ForwardedStream(io.TextIOBase):
 class TaskExecutor:
     """Loads functions once, runs tasks and actor calls, and reports their results."""
 
-    def __init__(self, client: Client, node_id: str) -> None:
+    def __init__(self, client: Client, node_id: str, inbox: Mailbox, session_dir: str | None) -> None:
         self.client = client
         self.node_id = node_id
+        self.inbox = inbox  # the mailbox the main thread serves
+        self.session_dir = session_dir
+        self.direct_callers: dict[bytes, Link | Loopback] = {}  # task id -> the link a direct call came on
         self.functions: dict[bytes, Any] = {}
         self.current: TaskSpec | None = None
         self.gpu_ids: list[int] = []
@@ -188,7 +196,11 @@ class TaskExecutor:
     def _arguments(self, spec: Any, deps: dict[bytes, Payload]) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = payload_codec.decode(spec.args)
         if spec.deps:
-            values = [self._argument(object_id, deps[object_id]) for object_id in spec.deps]
+            if deps:
+                values = [self._argument(object_id, deps[object_id]) for object_id in spec.deps]
+            else:
+                # A direct call: its caller holds the arguments; ask the node for them.
+                values = self.client.get([self.client.adopt_ref(o) for o in spec.deps], None)
             args = [values[a.index] if type(a) is ArgRef else a for a in args]
             kwargs = {k: values[v.index] if type(v) is ArgRef else v for k, v in kwargs.items()}
         return args, kwargs
@@ -206,7 +218,23 @@ class TaskExecutor:
         except BaseException as e:  # noqa: B036
             self._report_error(spec, e)
             return
-        self.client.send((P.DONE, spec.task_id, [payload_codec.to_wire(p) for p in payloads], False))
+        self._send_result(spec, payloads, False)
+
+    def _send_result(self, spec: TaskSpec, payloads: list[Payload], retryable: bool) -> None:
+        wires = [payload_codec.to_wire(p) for p in payloads]
+        link = self.direct_callers.pop(spec.task_id, None)
+        if link is None:
+            self.client.send((P.DONE, spec.task_id, wires, retryable))
+        elif any(p.segment is not None or p.contained for p in payloads):
+            # Its memory and its refs must be the node's before this process lets go.
+            self.client.send((P.OWNED_RESULT, spec.task_id, wires))
+        else:
+            # What the call submitted reaches the node before its caller hears of it.
+            self.client.flush()
+            try:
+                link.send([(P.DONE, spec.task_id, wires, retryable)])
+            except OSError:
+                pass  # the caller is gone: nobody wants the result
 
     def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
         from .actor import _ExitActor
@@ -215,7 +243,7 @@ class TaskExecutor:
             self.exit_actor()
         retryable = _should_retry(spec, error)
         payload = self._task_error(spec, error)
-        self.client.send((P.DONE, spec.task_id, [payload_codec.to_wire(payload)] * spec.num_returns, retryable))
+        self._send_result(spec, [payload] * spec.num_returns, retryable)
 
     def _result_payloads(self, spec: TaskSpec, result: Any) -> list[Payload]:
         n = spec.num_returns
@@ -261,6 +289,7 @@ class TaskExecutor:
         self.actor_name = spec.class_name
         self.gpu_ids = gpu_ids
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1
+        self.client.call_self_through(spec.actor_id, self._on_direct)
         _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
         try:
             cls = self.load(spec.function_id, class_bytes)
@@ -274,8 +303,30 @@ class TaskExecutor:
             died = payload_codec.encode(death, self.client.session, True)
             self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.to_wire(died)))
             return False
-        self.client.send((P.ACTOR_READY, spec.actor_id))
+        self.client.send((P.ACTOR_READY, spec.actor_id, self._listen()))
         return True
+
+    def _listen(self) -> str | None:
+        """Where callers on this machine may send this actor's calls directly."""
+        if self.session_dir is None:
+            return None
+        path = os.path.join(self.session_dir, f"actor-{os.getpid()}.sock")
+        try:
+            gate = Gate([path], self.client.authkey)
+        except OSError:
+            return None  # calls come through the node, as before it listened
+        gate.start(lambda sock: self.inbox.add_link(Link(sock, self._on_direct, lambda _link: None)))
+        return path
+
+    def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
+        """Calls and cancellations from a caller's direct link (on the links' thread)."""
+        for message in messages:
+            if message[0] == P.ACTOR_CALL:
+                spec = spec_from_wire(message[1])
+                self.direct_callers[spec.task_id] = link
+                self.inbox.put((P.EXECUTE, spec, None, {}, []))
+            elif message[0] == P.CANCEL:
+                self.cancel(message[1])
 
     def check_not_waiting_on_self(self, object_ids: list[bytes]) -> None:
         """A serial actor's method must not wait for a later call to its own actor."""
@@ -340,7 +391,7 @@ def _round_trips(error: BaseException) -> bool:
 def main(args: WorkerArgs) -> None:
     """Entry point of a spawned worker process."""
     set_process_name("actorkit:worker")
-    inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    inbox = Mailbox()
 
     def on_message(message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -377,7 +428,7 @@ def main(args: WorkerArgs) -> None:
         on_message=on_message,
         on_lost=on_lost,
     )
-    executor = TaskExecutor(client, args.node_id)
+    executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
     signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
@@ -390,7 +441,7 @@ def main(args: WorkerArgs) -> None:
         client.close()
 
 
-def _serve(executor: TaskExecutor, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+def _serve(executor: TaskExecutor, inbox: Mailbox) -> None:
     """Run tasks until told to stop, or become an actor and serve its calls."""
     while True:
         message = inbox.get()
@@ -415,14 +466,14 @@ def _serve(executor: TaskExecutor, inbox: queue.SimpleQueue[tuple[Any, ...] | No
                 return
 
 
-def _serve_threaded_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], max_concurrency: int) -> None:
+def _serve_threaded_actor(executor: TaskExecutor, inbox: Mailbox, max_concurrency: int) -> None:
     # Calls start in the order they arrived; up to max_concurrency run at once.
     with ThreadPoolExecutor(max_concurrency, thread_name_prefix="actorkit-actor") as pool:
         while (message := inbox.get()) is not None:
             pool.submit(executor.run, message)
 
 
-def _serve_async_actor(executor: TaskExecutor, inbox: queue.SimpleQueue[Any], max_concurrency: int) -> None:
+def _serve_async_actor(executor: TaskExecutor, inbox: Mailbox, max_concurrency: int) -> None:
     """Run an async actor's calls concurrently on one event loop, in order of arrival."""
 
     async def serve() -> None:
