@@ -8,9 +8,11 @@ Data flow (one task, driver and worker on the same node)::
                                   stores result, READY ◀────────── DONE
     value ◀──────── READY ──────  (to every subscriber)
 
-A receiver thread reads everything the node sends and fills the table of
-ready objects; callers block on a condition until what they wait for is
-there.  Small values travel inside READY; large ones stay in shared memory
+The hub thread (``direct.py``) reads everything the node sends and fills the
+table of ready objects; callers block on an event until what they wait for
+is there.  A caller that waits for objects that all come on one connection
+(the node's, or one direct link) reads that connection itself meanwhile,
+which spares a thread wake-up and handoff per round trip.  Small values travel inside READY; large ones stay in shared memory
 and are mapped by the reader.
 
 Actor calls go straight to the actor's process once the node has said where
@@ -38,6 +40,7 @@ import mmap
 import os
 import queue
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +109,7 @@ class Client:
 
     def __init__(
         self,
-        channel: P.Channel,
+        sock: socket.socket,
         *,
         session: str,
         job_id: bytes,
@@ -130,7 +133,6 @@ class Client:
         self.job_id = job_id
         self.role = role
         self.worker_id = worker_id
-        self._channel = channel
         self._on_message = on_message  # the role's handler for non-object messages
         self._on_lost = on_lost  # called once if the node goes away (not on close())
         self._pid = os.getpid()
@@ -165,7 +167,6 @@ class Client:
         # Direct actor calls (see the module docstring).
         self.actor_id: bytes | None = None  # set in an actor's process (see call_self_through)
         self._loopback: Loopback | None = None
-        self._hub: Hub | None = None
         self._routes: dict[bytes, str] = {}  # actor id -> where it listens, not connected yet
         self._links: dict[bytes, Link] = {}  # actor id -> connected link
         self._node_calls: dict[bytes, int] = {}  # actor id -> its calls through the node not answered
@@ -186,10 +187,12 @@ class Client:
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
         self.stats = {"submitted": 0, "direct": 0, "puts": 0, "gets": 0}
+        self._node = Link(sock, self._on_node_messages, self._on_node_lost)
         self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace, self._id_prefix)])
-        self._receiver = threading.Thread(target=self._receive_loop, name="actorkit-receiver", daemon=True)
+        self._hub = Hub()
+        self._hub.add(self._node)
+        self.node_connection = (self._hub, self._node)  # for a worker's mailbox to borrow
         self._flusher = threading.Thread(target=self._flush_loop, name="actorkit-ref-flusher", daemon=True)
-        self._receiver.start()
         self._flusher.start()
 
     def __repr__(self) -> str:
@@ -230,7 +233,7 @@ class Client:
             if not head and not messages:
                 return
             try:
-                self._channel.send(head + messages if head else messages)
+                self._node.send(head + messages if head else messages)
             except OSError as e:
                 self._fail(NodeDiedError(f"lost the connection to the node: {e}"))
                 raise self._failure from e  # type: ignore[misc]
@@ -346,29 +349,29 @@ class Client:
 
     # ------------------------------------------------------------ receiving
 
-    def _receive_loop(self) -> None:
+    def _on_node_messages(self, _link: Link, messages: list[tuple[Any, ...]]) -> None:
         try:
-            while True:
-                for message in self._channel.recv():
-                    if message[0] == P.READY:
-                        self._on_ready(message[1], payload_codec.from_wire(message[2]))
-                    elif message[0] == P.REPLY:
-                        self._on_reply(message[1], message[2], message[3])
-                    elif message[0] == P.ACTOR_ROUTE:
-                        self._on_route(message[1], message[2], message[3])
-                    elif message[0] == P.REVOKED:
-                        with self._revocations:
-                            self._revoked.update(message[1])
-                            self._unanswered_blocks -= 1
-                            self._revocations.notify_all()
-                    elif self._on_message is not None:
-                        self._on_message(message)
-        except (P.ChannelClosed, OSError) as e:
-            if not self.closed:
-                self._fail(NodeDiedError(f"the node server closed the connection ({e})"))
+            for message in messages:
+                if message[0] == P.READY:
+                    self._on_ready(message[1], payload_codec.from_wire(message[2]))
+                elif message[0] == P.REPLY:
+                    self._on_reply(message[1], message[2], message[3])
+                elif message[0] == P.ACTOR_ROUTE:
+                    self._on_route(message[1], message[2], message[3])
+                elif message[0] == P.REVOKED:
+                    with self._revocations:
+                        self._revoked.update(message[1])
+                        self._unanswered_blocks -= 1
+                        self._revocations.notify_all()
+                elif self._on_message is not None:
+                    self._on_message(message)
         except BaseException as e:  # a bug: make it visible to every waiter
             self._fail(e)
             raise
+
+    def _on_node_lost(self, _link: Link) -> None:
+        if not self.closed:
+            self._fail(NodeDiedError("the node server closed the connection"))
 
     def _on_ready(self, object_id: bytes, payload: Payload) -> None:
         with self._lock:
@@ -515,14 +518,6 @@ class Client:
 
     # ---------------------------------------------------- direct actor calls
 
-    @property
-    def hub(self) -> Hub:
-        """The thread that reads this process's direct links (started on first use)."""
-        with self._lock:
-            if self._hub is None:
-                self._hub = Hub()
-            return self._hub
-
     def call_self_through(self, actor_id: bytes, on_call: Callable[[Any, list[tuple[Any, ...]]], None]) -> None:
         """In an actor's process: its calls to itself go to ``on_call`` (its mailbox)."""
         self.actor_id = actor_id
@@ -554,7 +549,7 @@ class Client:
         if address is None:
             return self._links.get(actor_id)
         try:
-            link = self.hub.connect(address, self.authkey, actor_id, self._on_link_messages, self._on_link_lost)
+            link = self._hub.connect(address, self.authkey, actor_id, self._on_link_messages, self._on_link_lost)
         except (OSError, EOFError):
             return None  # the actor is gone or restarting: the node knows what to do
         with self._lock:
@@ -785,14 +780,15 @@ class Client:
             if lent:
                 self.send((P.UNBLOCKED,))
 
-    def _link_of(self, object_ids: list[bytes]) -> Link | None:
-        """The direct link all of ``object_ids`` are to come on, if there is one."""
-        link = None
+    def _link_of(self, object_ids: list[bytes]) -> Link | Loopback | None:
+        """The one connection all of ``object_ids`` are to come on: a direct link, or the node's."""
+        link: Link | Loopback | None = None
         for object_id in object_ids:
             call = self._direct.get(object_id[:-4])
-            if call is None or (link is not None and call.link is not link):
+            comes_on = self._node if call is None else call.link
+            if link is not None and comes_on is not link:
                 return None
-            link = call.link
+            link = comes_on
         return link
 
     def _read_link(self, link: Link, waiter: _Waiter, timeout: float | None) -> float | None:
@@ -801,13 +797,15 @@ class Client:
         if not self._link_reading.acquire(blocking=False):
             return timeout  # another thread does: wait for the hub's wake-up
         try:
-            hub = self.hub
+            hub = self._hub
             if not hub.suspend(link):
                 return timeout
             try:
-                poller = select.poll()
-                poller.register(link.sock, select.POLLIN)
-                poller.register(self._wake_r, select.POLLIN)
+                poller = link.poller
+                if poller is None:
+                    poller = link.poller = select.poll()
+                    poller.register(link.sock, select.POLLIN)
+                    poller.register(self._wake_r, select.POLLIN)
                 waiter.reader = threading.get_ident()
                 while not waiter.event.is_set():
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -941,11 +939,7 @@ class Client:
         self.closed = True
         self._fail(RuntimeError("actorkit was shut down while waiting"))
         self._wake.put(_STOP)
-        if self._hub is not None:
-            self._hub.close()
-        self._channel.close()
-        if threading.current_thread() is not self._receiver:
-            self._receiver.join(timeout=5)
+        self._hub.close()  # closes the node's connection too
         with self._link_reading:  # no thread polls the wake pipe any more
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -53,6 +53,7 @@ class Link:
         self.on_messages = on_messages
         self.on_lost = on_lost
         self.actor_id = actor_id  # on the caller's side: the actor it reaches
+        self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
         # On the caller's side: calls sent on this link and not answered yet, in
         # the order sent (resent through the node if the link breaks).
         self.unanswered: dict[bytes, Any] = {}
@@ -109,6 +110,7 @@ class Hub:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._links: set[Link] = set()
+        self._suspended: set[Link] = set()  # read by another thread for now
         self._closed = False
         self.stats = {"links": 0, "lost": 0}
 
@@ -162,18 +164,20 @@ class Hub:
     def suspend(self, link: Link) -> bool:
         """Stop reading ``link`` (its caller will); False if it is closed already."""
         with self._lock:
-            if link not in self._links:
-                return False
+            if link not in self._links or link in self._suspended:
+                return False  # closed, or another thread reads it (and will hand on what it reads)
+            self._suspended.add(link)
             self._selector.unregister(link.sock)
         link.read_lock.acquire()  # waits out a read the hub had started
         if link not in self._links:  # that read found it closed
-            link.read_lock.release()
+            self.resume(link)
             return False
         return True
 
     def resume(self, link: Link) -> None:
         link.read_lock.release()
         with self._lock:
+            self._suspended.discard(link)
             if link in self._links:
                 self._selector.register(link.sock, selectors.EVENT_READ, link)
 
@@ -183,10 +187,8 @@ class Hub:
                 return
             self._links.discard(link)
             self.stats["lost"] += 1
-            try:
+            if link not in self._suspended:
                 self._selector.unregister(link.sock)
-            except KeyError:
-                pass  # suspended: its caller is reading it
         link.close()
 
     def close(self) -> None:

@@ -7,6 +7,11 @@ thread that takes work out of it reads them itself when it has nothing else
 to do.  So a direct call wakes the thread that will run it straight from its
 socket, with no thread in between, and calls from each link are taken in the
 order they were sent.
+
+The node's connection is the hub's to read (a running task needs its answers
+and its cancellations), but while the mailbox is empty its consumer borrows
+it (``lend``): the node's next EXECUTE then wakes the worker's main thread
+directly too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from .direct import Link
+from .direct import Hub, Link
 
 
 class Mailbox:
@@ -31,6 +36,8 @@ class Mailbox:
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._sleeping = False  # the consumer waits in select(): a put() must wake it
+        self._lender: tuple[Hub, Link] | None = None
+        self._borrowed = False
         self.stats = {"put": 0, "links": 0, "from_links": 0}
 
     def __repr__(self) -> str:
@@ -45,6 +52,10 @@ class Mailbox:
         if wake:
             os.write(self._wake_w, b"\0")
 
+    def lend(self, hub: Hub, link: Link) -> None:
+        """Let the consumer read ``link`` (the node's connection) while it waits; ``hub`` reads it otherwise."""
+        self._lender = (hub, link)
+
     def add_link(self, link: Link) -> None:
         """Read ``link`` for work from now on (from any thread: epoll sees it at once)."""
         self.stats["links"] += 1
@@ -58,8 +69,10 @@ class Mailbox:
                 while self._items:
                     item = self._items.popleft()
                     if item is not _NOTHING:
+                        self._give_back()
                         return item
                 self._sleeping = True
+            self._borrow()
             events = self._selector.select()
             with self._lock:
                 self._sleeping = False  # what the links bring is put by this thread: no wake-up
@@ -67,8 +80,28 @@ class Mailbox:
                 link = key.data
                 if link is None:
                     _drain(self._wake_r)
+                elif self._borrowed and link is self._lender[1]:  # type: ignore[index]
+                    if not self._lender[0].read(link):  # type: ignore[index]
+                        self._borrowed = False  # closed (and dropped by the hub)
+                        self._selector.unregister(link.sock)
+                        self._lender[0].resume(link)  # type: ignore[index]
                 else:
                     self._read(link)
+
+    def _borrow(self) -> None:
+        if self._lender is None or self._borrowed:
+            return
+        hub, link = self._lender
+        if hub.suspend(link):
+            self._borrowed = True
+            self._selector.register(link.sock, selectors.EVENT_READ, link)
+
+    def _give_back(self) -> None:
+        if self._borrowed:
+            self._borrowed = False
+            hub, link = self._lender  # type: ignore[misc]
+            self._selector.unregister(link.sock)
+            hub.resume(link)
 
     def _read(self, link: Link) -> None:
         from . import protocol as P

@@ -233,6 +233,7 @@ class Node:
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
         self.callers: dict[bytes, ClientState] = {}  # task id prefix -> the client that makes such ids
+        self.placeable: set[tuple[Any, Any]] = set()  # (shape, strategy) some live node can run
         self.ready = ReadyQueue()
         self.stats = {
             "tasks_finished": 0,
@@ -674,8 +675,11 @@ class Node:
                 state = "dead" if target else "unknown"
                 self._unschedulable(task, f"its NodeAffinitySchedulingStrategy names node {named[0]}, which is {state}")
                 return
-        missing = unplaceable(task.demand, strategy, self.nodes.values())
-        if missing:
+        key = (task.shape, strategy)
+        missing = None if key in self.placeable else unplaceable(task.demand, strategy, self.nodes.values())
+        if missing == {}:
+            self.placeable.add(key)  # until the nodes change: it was worked out per task before
+        elif missing:
             self._warn(
                 task.owner,
                 f"Warning: task {task.spec.name} needs {missing}, more than any node has "
@@ -1382,6 +1386,7 @@ class Node:
 
     def node_died(self, node: NodeRecord) -> None:
         """A member node is gone: its workers count as crashed, its objects as lost."""
+        self.placeable.clear()
         if node.client is not None:
             self._disconnect(node.client)
         for worker in [w for w in self.workers.values() if w.node is node]:

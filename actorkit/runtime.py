@@ -358,7 +358,7 @@ def _connect_driver(
     # Without a namespace a driver gets an anonymous one of its own, as in Ray.
     namespace = namespace or f"anonymous-{job_id.hex()}"
     client = Client(
-        P.Channel(P.connect(address, authkey)),
+        P.connect(address, authkey),
         session="",
         job_id=job_id,
         role="driver",

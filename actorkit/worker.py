@@ -413,11 +413,11 @@ def main(args: WorkerArgs) -> None:
         os._exit(1)
 
     try:
-        channel = P.Channel(P.connect(args.address, args.authkey))
+        sock = P.connect(args.address, args.authkey)
     except OSError:
         return  # the node stopped while this worker was starting: nothing to do
     client = Client(
-        channel,
+        sock,
         session=args.session,
         job_id=b"",
         role="worker",
@@ -428,6 +428,7 @@ def main(args: WorkerArgs) -> None:
         on_message=on_message,
         on_lost=on_lost,
     )
+    inbox.lend(*client.node_connection)
     executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
     signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor)
