@@ -150,7 +150,11 @@ def call(channel: Channel, operation: str, *args: Any) -> Any:
 
 
 class FrameReader:
-    """Whole messages from a socket with bytes to read (non-blocking, or just selected)."""
+    """Whole messages from what a socket has; never waits for more.
+
+    Reads do not block even on a blocking socket (whose sends may block): a
+    readiness event can be stale, when another thread read the bytes first.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -160,7 +164,7 @@ class FrameReader:
     def feed(self) -> list[tuple[Any, ...]]:
         """Read available bytes; return complete messages. Raises ChannelClosed at EOF."""
         try:
-            n = self.sock.recv_into(self._chunk)
+            n = self.sock.recv_into(self._chunk, 0, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return []
         except OSError as e:

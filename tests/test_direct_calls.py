@@ -220,3 +220,28 @@ def test_crash_during_a_direct_call_without_retries_fails_it(ray_start_shared, k
     with pytest.raises(ActorDiedError, match="max_task_retries"):
         ray.get(box.crash_once.remote(str(tmp_path / "crashed")), timeout=T)
     assert ray.get(box.crash_once.remote(str(tmp_path / "crashed")), timeout=T) == "survived"
+
+
+def test_a_stale_wake_up_never_blocks_the_reader():
+    # The hub can be told a link is readable after a waiting caller has read
+    # it; its read must come back empty at once, not hold the link's lock.
+    import socket
+    import threading
+
+    from actorkit import protocol as P
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reader = P.FrameReader(ours)
+        returned = threading.Event()
+        result = []
+
+        def read():
+            result.append(reader.feed())
+            returned.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert returned.wait(T), "FrameReader.feed() blocked on a socket with nothing to read"
+        assert result == [[]]
+        theirs.sendall(P.encode([("hello",)]))
+        assert reader.feed() == [("hello",)]
