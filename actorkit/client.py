@@ -464,6 +464,7 @@ class Client:
         from . import shm
         from .object_store import POOL_MIN_SIZE
 
+        self._check_open()  # a segment made after shutdown would outlive the session
         if size > self.store_capacity:
             raise ValueError(
                 f"cannot store an object of {size:,} bytes: the object store holds "
@@ -489,7 +490,14 @@ class Client:
             self._ready[object_id] = data
             self._unsynced = True
         ref = self._own_ref(object_id)
-        self._send([(P.PUT, object_id, payload_codec.to_wire(data))])
+        try:
+            self._send([(P.PUT, object_id, payload_codec.to_wire(data))])
+        except BaseException:
+            if data.segment is not None:
+                from . import shm
+
+                shm.unlink(data.segment)  # the node never got it: nobody else would free it
+            raise
         self.stats["puts"] += 1
         return ref
 

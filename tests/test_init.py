@@ -132,6 +132,21 @@ def test_remote_call_before_init_initializes_implicitly(shutdown_only):
     assert ray.get(ref) == 42
 
 
+def test_put_after_shutdown_leaves_no_segment(shutdown_only):
+    import numpy as np
+    from conftest import actorkit_segments
+
+    from actorkit import runtime
+
+    ray.init(num_cpus=1)
+    client = runtime.current_client()
+    ray.shutdown()
+    before = set(actorkit_segments())
+    with pytest.raises(RuntimeError, match="shut down"):
+        client.put(np.zeros(16_000))  # 128 KB: in shared memory, below the recycled sizes
+    assert set(actorkit_segments()) == before
+
+
 def test_shutdown_twice_is_harmless(shutdown_only):
     ray.init(num_cpus=1)
     ray.shutdown()
