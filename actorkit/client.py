@@ -12,8 +12,9 @@ The hub thread (``direct.py``) reads everything the node sends and fills the
 table of ready objects; callers block on an event until what they wait for
 is there.  A caller that waits for objects that all come on one connection
 (the node's, or one direct link) reads that connection itself meanwhile,
-which spares a thread wake-up and handoff per round trip.  Small values travel inside READY; large ones stay in shared memory
-and are mapped by the reader.
+which spares a thread wake-up and handoff per round trip.  Small values
+travel inside READY; large ones stay in shared memory and are mapped by the
+reader.
 
 Actor calls go straight to the actor's process once the node has said where
 it listens (ACTOR_ROUTE) and none of this process's calls to it through the
@@ -82,7 +83,7 @@ class _Waiter:
     def __init__(self, remaining: int) -> None:
         self.remaining = remaining
         self.event = threading.Event()
-        # Set while its thread reads a direct link itself: other threads that wake
+        # Set while its thread reads a connection itself: other threads that wake
         # it must also write to the client's wake pipe, which that thread polls.
         self.reader: int | None = None
 
@@ -95,9 +96,10 @@ class _Waiter:
 class _DirectCall:
     """An actor call sent on a direct link, not answered yet."""
 
-    __slots__ = ("link", "return_ids", "hold", "cancelled")
+    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled")
 
-    def __init__(self, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...]) -> None:
+    def __init__(self, spec: TaskSpec, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...]) -> None:
+        self.spec = spec  # resent through the node if the link breaks
         self.link = link
         self.return_ids = return_ids
         self.hold = hold  # counted refs kept until the answer: arguments, and the actor itself
@@ -171,14 +173,14 @@ class Client:
         self._links: dict[bytes, Link] = {}  # actor id -> connected link
         self._node_calls: dict[bytes, int] = {}  # actor id -> its calls through the node not answered
         self._node_call_of: dict[bytes, bytes] = {}  # first return id of such a call -> actor id
-        self._direct: dict[bytes, _DirectCall] = {}  # task id -> unanswered direct call
+        self._direct: dict[bytes, _DirectCall] = {}  # task id -> unanswered direct call, in the order sent
         self._pending_direct: set[bytes] = set()  # results of unanswered direct calls
         self._local_only: set[bytes] = set()  # results of direct calls, back, unknown to the node
         self._promised: set[bytes] = set()  # pending direct results the node was told of
         # This process told the node of objects (put, publish, addref) since the node
         # last confirmed it had read everything: a direct call must not overtake that.
         self._unsynced = False
-        self._link_reading = threading.Lock()  # one thread at a time reads a direct link in get()
+        self._link_reading = threading.Lock()  # one thread at a time reads a connection in get()
         self._wake_r, self._wake_w = os.pipe()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
@@ -395,7 +397,7 @@ class Client:
         for callback in callbacks or ():
             try:
                 callback(payload)
-            except Exception:  # a callback's failure must not stop the receiver
+            except Exception:  # a callback's failure must not stop the reader
                 import traceback
 
                 traceback.print_exc()
@@ -571,8 +573,7 @@ class Client:
             self._check_open()
             for object_id in hold:
                 self._count_ref(object_id)  # type: ignore[arg-type]
-            self._direct[spec.task_id] = _DirectCall(link, return_ids, hold)  # type: ignore[arg-type]
-            link.unanswered[spec.task_id] = spec
+            self._direct[spec.task_id] = _DirectCall(spec, link, return_ids, hold)  # type: ignore[arg-type]
             self._pending_direct.update(return_ids)
             self._subscribed.update(return_ids)  # they come on the link, unasked
             # Buffered submissions too: the actor may wait for their results.
@@ -601,7 +602,6 @@ class Client:
             call = self._direct.pop(task_id, None)
             if call is None:
                 return
-            call.link.unanswered.pop(task_id, None)
         if call.cancelled and payloads and payloads[0].is_error:
             payloads = [self._cancelled(task_id)] * len(payloads)
         for object_id, payload in zip(call.return_ids, payloads):
@@ -636,7 +636,6 @@ class Client:
             self._wake.put(_FLUSH)
         call = self._direct.pop(object_id[:-4], None)
         if call is not None:
-            call.link.unanswered.pop(object_id[:-4], None)
             for held in call.hold:
                 self.release_ref(held)
 
@@ -647,12 +646,10 @@ class Client:
             actor_id: bytes = link.actor_id  # type: ignore[assignment]
             if self._links.get(actor_id) is link:
                 del self._links[actor_id]
-            lost, link.unanswered = link.unanswered, {}
+            lost = [task_id for task_id, call in self._direct.items() if call.link is link]
             unheld: list[bytes] = []
-            for task_id, spec in lost.items():
-                call = self._direct.pop(task_id, None)
-                if call is None:
-                    continue
+            for task_id in lost:
+                call = self._direct.pop(task_id)
                 releases.extend(call.hold)  # the node pins what the resent call uses
                 for object_id in call.return_ids:
                     self._pending_direct.discard(object_id)
@@ -663,7 +660,7 @@ class Client:
                 if call.return_ids:
                     self._node_call_of[call.return_ids[0]] = actor_id
                 # Marked lost: the node retries it within max_task_retries, or fails it.
-                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(spec), True))
+                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), True))
             if unheld:
                 self._outgoing.append((P.DECREF, unheld))
             if self.closed or not lost:
@@ -673,7 +670,7 @@ class Client:
         try:
             self._send([])
         except BaseException:
-            pass  # the node is gone too: waiters hear of it from the receiver
+            pass  # the node is gone too: waiters hear of it from the hub
 
     def cancel_direct(self, task_id: bytes, force: bool) -> bool:
         """Cancel an unanswered direct call (True), or say it is not one (False)."""
@@ -802,6 +799,10 @@ class Client:
     def _read_link(self, link: Link, waiter: _Waiter, timeout: float | None) -> float | None:
         """Wait for ``waiter`` reading ``link`` on this thread; return what is left of ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         if not self._link_reading.acquire(blocking=False):
             return timeout  # another thread does: wait for the hub's wake-up
         try:
@@ -816,21 +817,21 @@ class Client:
                     poller.register(self._wake_r, select.POLLIN)
                 waiter.reader = threading.get_ident()
                 while not waiter.event.is_set():
-                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    events = poller.poll(None if left is None else left * 1000)
+                    wait = left()
+                    events = poller.poll(None if wait is None else wait * 1000)
                     if not events:
                         break  # timed out
                     for fd, _ in events:
                         if fd == self._wake_r:
                             os.read(self._wake_r, 512)  # woken by another thread: check the waiter
                         elif not hub.read(link):
-                            return None if deadline is None else max(0.0, deadline - time.monotonic())
+                            return left()  # lost: its calls come through the node now
             finally:
                 waiter.reader = None
                 hub.resume(link)
         finally:
             self._link_reading.release()
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        return left()
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         object_ids = [r._id for r in refs]

@@ -54,14 +54,11 @@ class Link:
         self.on_lost = on_lost
         self.actor_id = actor_id  # on the caller's side: the actor it reaches
         self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
-        # On the caller's side: calls sent on this link and not answered yet, in
-        # the order sent (resent through the node if the link breaks).
-        self.unanswered: dict[bytes, Any] = {}
         self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
         whom = f"actor {self.actor_id.hex()[:12]}" if self.actor_id else "caller"
-        return f"<Link to {whom} fd={self.sock.fileno()} unanswered={len(self.unanswered)}>"
+        return f"<Link to {whom} fd={self.sock.fileno()}>"
 
     def send(self, messages: list[tuple[Any, ...]]) -> None:
         frame = P.encode(messages)
@@ -85,12 +82,11 @@ class Loopback:
 
     def __init__(self, actor_id: bytes, on_call: OnMessages, on_answer: OnMessages) -> None:
         self.actor_id = actor_id
-        self.unanswered: dict[bytes, Any] = {}
         self._on_call = on_call
         self._on_answer = on_answer
 
     def __repr__(self) -> str:
-        return f"<Loopback actor {self.actor_id.hex()[:12]} unanswered={len(self.unanswered)}>"
+        return f"<Loopback actor {self.actor_id.hex()[:12]}>"
 
     def send(self, messages: list[tuple[Any, ...]]) -> None:
         for message in messages:

@@ -1,6 +1,6 @@
 """A worker's mailbox: the work its main thread (or an actor's dispatcher) serves.
 
-Two kinds of senders fill it.  The client's receiver thread puts the node's
+Two kinds of senders fill it.  The client's hub thread puts the node's
 messages (EXECUTE, BECOME_ACTOR, EXIT).  Callers' direct links (see
 ``direct.py``) carry actor calls; nobody reads those for the mailbox: the
 thread that takes work out of it reads them itself when it has nothing else

@@ -461,22 +461,29 @@ class Node:
 
     def _on_put(self, client: ClientState, message: tuple[Any, ...]) -> None:
         object_id, payload = message[1], from_wire(message[2])
+        self._held_by(client, object_id)  # it may have promised it already (a direct call's result)
+        self._set_object(object_id, payload)
+
+    def _held_by(self, client: ClientState, object_id: bytes, send_it: bool = False) -> ObjectEntry:
+        """The entry of ``object_id`` (made if new), counted once as held by ``client``;
+        with ``send_it``, the client gets READY when the value is set."""
         entry = self.objects.get(object_id)
         if entry is None:
             entry = self.objects[object_id] = ObjectEntry()
-        if object_id not in client.held:  # it may have promised it (a direct call's result)
+        if object_id not in client.held:
             entry.refcount += 1
             client.held.add(object_id)
-        self._set_object(object_id, payload)
+        if send_it:
+            if entry.subscribers is None:
+                entry.subscribers = [client]
+            elif client not in entry.subscribers:
+                entry.subscribers.append(client)
+        return entry
 
     def _on_promise(self, client: ClientState, message: tuple[Any, ...]) -> None:
         # Results of the client's direct calls, not back yet: others may wait for them.
         for object_id in message[1]:
-            if object_id not in self.objects:
-                self.objects[object_id] = ObjectEntry()
-            if object_id not in client.held:
-                client.held.add(object_id)
-                self.objects[object_id].refcount += 1
+            self._held_by(client, object_id)
 
     def _on_owned_result(self, client: ClientState, message: tuple[Any, ...]) -> None:
         """A direct call's result that the node should own: held for, and sent to, its caller."""
@@ -487,16 +494,7 @@ class Node:
             if caller is None or caller.closed:
                 self.store.release_unowned(payload)
                 continue
-            entry = self.objects.get(object_id)
-            if entry is None:
-                entry = self.objects[object_id] = ObjectEntry()
-            if object_id not in caller.held:
-                caller.held.add(object_id)
-                entry.refcount += 1
-            if entry.subscribers is None:
-                entry.subscribers = [caller]
-            elif caller not in entry.subscribers:
-                entry.subscribers.append(caller)
+            self._held_by(caller, object_id, send_it=True)
             self._set_object(object_id, payload)
 
     def _set_object(self, object_id: bytes, payload: Payload) -> None:
@@ -619,19 +617,11 @@ class Node:
             task.depth = submitter.task.depth + 1
             self.children.setdefault(task.parent, []).append(spec.task_id)
         for object_id in task.return_ids:
-            # Already there if the client promised it: a direct call, resent after its link broke.
-            entry = self.objects.get(object_id)
-            if entry is None:
-                entry = self.objects[object_id] = ObjectEntry()
-            if object_id not in client.held:
-                entry.refcount += 1
-                client.held.add(object_id)
-            # The submitter gets the results unasked (it is their owner, as in Ray):
-            # a get() right after remote() then needs no message of its own.
-            if entry.subscribers is None:
-                entry.subscribers = [client]
-            elif client not in entry.subscribers:
-                entry.subscribers.append(client)
+            # The submitter gets the results unasked (it is their owner, as in Ray): a
+            # get() right after remote() then needs no message of its own. The entry is
+            # already there if the client promised it (a direct call resent after its
+            # link broke).
+            self._held_by(client, object_id, send_it=True)
         for object_id in spec.args.contained:
             self._incref(object_id)
         for object_id in spec.deps:

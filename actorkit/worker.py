@@ -1,11 +1,13 @@
 """Worker processes: spawned by the node, reused across tasks, one task at a time.
 
 The main thread runs tasks (so that a cancellation can interrupt it with
-KeyboardInterrupt); the client's receiver thread queues the node's EXECUTE
-messages for it in its mailbox.  In an actor's process, callers on the same
-machine also send calls straight to it (``direct.py``); the thread that takes
-the actor's work reads those links itself (``mailbox.py``).  A worker's ``print`` and ``logging`` output goes to the
-driver whose task it is running, prefixed with the task's name and pid.
+KeyboardInterrupt) from its mailbox (``mailbox.py``), where the node's
+EXECUTE messages go: read by the client's hub thread while a task runs, by
+the main thread itself while it waits.  In an actor's process, callers on the
+same machine also send calls straight to it (``direct.py``); the thread that
+takes the actor's work reads those links itself.  A worker's ``print`` and
+``logging`` output goes to the driver whose task it is running, prefixed with
+the task's name and pid.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ class TaskExecutor:
             self.current = None
 
     def cancel(self, task_id: bytes) -> None:
-        """Called by the receiver thread when the node cancels ``task_id``."""
+        """Called by the thread reading the node when the node cancels ``task_id``."""
         self.cancelled.add(task_id)
         current = self.current
         if self.actor_id is None and current is not None and current.task_id == task_id:
@@ -319,7 +321,7 @@ class TaskExecutor:
         return path
 
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
-        """Calls and cancellations from a caller's direct link (on the links' thread)."""
+        """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
         for message in messages:
             if message[0] == P.ACTOR_CALL:
                 spec = spec_from_wire(message[1])
