@@ -166,7 +166,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
     client = runtime.client_for(object_ref, repr(object_ref))
-    if not client.cancel_direct(object_ref.task_id(), bool(force)):
+    if not client.cancel_direct(object_ref.task_id(), bool(force), bool(recursive)):
         client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))
 
 
@@ -183,7 +183,9 @@ def cluster_resources() -> dict[str, float]:
 
 def available_resources() -> dict[str, float]:
     """The resources not held by running tasks and actors right now."""
-    available = runtime.current_client().request("resources")["available"]
+    client = runtime.current_client()
+    client.return_idle_leases()  # an idle worker lent to this process is free for others
+    available = client.request("resources")["available"]
     return {name: amount for name, amount in available.items() if amount > 0}
 
 

@@ -18,7 +18,9 @@ reader.
 
 Actor calls go straight to the actor's process once the node has said where
 it listens (ACTOR_ROUTE) and none of this process's calls to it through the
-node are unanswered: see ``direct.py``.  The node does not know the results
+node are unanswered: see ``direct.py``.  A driver's tasks go the same way to
+a worker the node lent it (LEASE) while that worker is idle: see
+``Node._lend``.  The node does not know the results
 of direct calls; the first time a ref to one leaves this process (pickled
 into arguments, an object or a result), the client publishes it: PUT if it
 is back, PROMISE if not (then PUT when it arrives).  A large result, or one
@@ -53,6 +55,7 @@ from .direct import Hub, Link, Loopback
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from .object_ref import ObjectRef
 from .payload import Payload
+from .scheduler import shape_of
 from .task_spec import TaskSpec, spec_to_wire
 
 _STOP = object()
@@ -93,17 +96,38 @@ class _Waiter:
             os.write(wake_fd, b"\0")
 
 
+class _Lease:
+    """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
+
+    __slots__ = ("worker_id", "address", "shape", "link", "busy", "revoked")
+
+    def __init__(self, worker_id: int, address: str, shape: Any) -> None:
+        self.worker_id = worker_id
+        self.address = address
+        self.shape = shape
+        self.link: Link | None = None  # connected on first use
+        self.busy = False  # a task sent on it is not answered yet: the next goes through the node
+        self.revoked = False  # the node wants it back: returned once not busy
+
+    def __repr__(self) -> str:
+        state = "revoked" if self.revoked else "busy" if self.busy else "idle"
+        return f"<Lease worker {self.worker_id} {dict(self.shape)} {state}>"
+
+
 class _DirectCall:
-    """An actor call sent on a direct link, not answered yet."""
+    """An actor call, or a task to a lent worker, sent on a direct link and not answered yet."""
 
-    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled")
+    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease")
 
-    def __init__(self, spec: TaskSpec, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...]) -> None:
+    def __init__(
+        self, spec: TaskSpec, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...], lease: _Lease | None
+    ) -> None:
         self.spec = spec  # resent through the node if the link breaks
         self.link = link
         self.return_ids = return_ids
         self.hold = hold  # counted refs kept until the answer: arguments, and the actor itself
         self.cancelled = False
+        self.lease = lease  # for a task: the lease it went on
 
 
 class Client:
@@ -177,6 +201,13 @@ class Client:
         self._pending_direct: set[bytes] = set()  # results of unanswered direct calls
         self._local_only: set[bytes] = set()  # results of direct calls, back, unknown to the node
         self._promised: set[bytes] = set()  # pending direct results the node was told of
+        # Workers lent by the node (see the module docstring).
+        self._leases: dict[Any, _Lease] = {}  # task shape -> lease to send such tasks on, not revoked
+        self._lent: dict[int, _Lease] = {}  # worker id -> every lease held, revoked ones included
+        self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
+        # In a worker, the task it runs when the node never saw it (sent by a lessee):
+        # the parent of the tasks it submits.
+        self.parent_task: bytes | None = None
         # This process told the node of objects (put, publish, addref) since the node
         # last confirmed it had read everything: a direct call must not overtake that.
         self._unsynced = False
@@ -360,6 +391,10 @@ class Client:
                     self._on_reply(message[1], message[2], message[3])
                 elif message[0] == P.ACTOR_ROUTE:
                     self._on_route(message[1], message[2], message[3])
+                elif message[0] == P.LEASE:
+                    self._on_lease(*message[1:])
+                elif message[0] == P.LEASE_REVOKE:
+                    self._on_lease_revoke(message[1])
                 elif message[0] == P.REVOKED:
                     with self._revocations:
                         self._revoked.update(message[1])
@@ -508,7 +543,11 @@ class Client:
         if kind == P.ACTOR_CALL:
             link = self._direct_link(spec.actor_id)  # type: ignore[arg-type]
             if link is not None:
-                return self._submit_direct(spec, link)
+                return self._submit_direct(spec, link, None)
+        elif self._leases:
+            lease = self._take_lease(spec)
+            if lease is not None:
+                return self._submit_direct(spec, lease.link, lease)  # type: ignore[arg-type]
         return_ids = spec.return_ids()
         with self._lock:
             self._subscribed.update(return_ids)  # the node sends results to their submitter
@@ -522,7 +561,10 @@ class Client:
                 if return_ids:
                     self._node_call_of[return_ids[0]] = actor_id
         refs = [self._own_ref(object_id) for object_id in return_ids]
-        self.send_soon((kind, spec_to_wire(spec)), at_once=idle)
+        if self.parent_task is not None and kind == P.SUBMIT:
+            self.send_soon((kind, spec_to_wire(spec), False, self.parent_task), at_once=idle)
+        else:
+            self.send_soon((kind, spec_to_wire(spec)), at_once=idle)
         self.stats["submitted"] += 1
         return refs
 
@@ -566,14 +608,102 @@ class Client:
             self._links[actor_id] = link
         return link
 
-    def _submit_direct(self, spec: TaskSpec, link: Link | Loopback) -> list[ObjectRef]:
+    # ---------------------------------------------------------- lent workers
+
+    def _on_lease(self, worker_id: int, address: str, session: str, shape: Any) -> None:
+        with self._lock:
+            if session == self.session and shape not in self._leases and not self.closed:
+                self._leases[shape] = self._lent[worker_id] = _Lease(worker_id, address, shape)
+                return
+        self._give_back(worker_id)  # a unix socket on another machine: of no use here
+
+    def _on_lease_revoke(self, worker_id: int) -> None:
+        with self._lock:
+            lease = self._lent.get(worker_id)
+            if lease is not None:
+                lease.revoked = True
+                if self._leases.get(lease.shape) is lease:
+                    del self._leases[lease.shape]
+                if lease.busy:
+                    return  # given back when its task is answered
+                del self._lent[worker_id]
+        self._give_back(worker_id)
+
+    def _give_back(self, worker_id: int) -> None:
+        # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
+        with self._lock:
+            if self.closed:
+                return
+            self._outgoing.append((P.LEASE_RETURN, worker_id))
+        self._wake.put(_FLUSH)
+
+    def _take_lease(self, spec: TaskSpec) -> _Lease | None:
+        """An idle lease to send ``spec`` on, marked busy; None to send it through the node."""
+        if spec.function_bytes is not None or not spec.may_go_direct():
+            return None  # the node must see the function first
+        shape = shape_of(spec.resources)[1]
+        with self._lock:
+            lease = self._leases.get(shape)
+            if lease is None or lease.busy:
+                return None
+            if any(object_id not in self._ready for object_id in spec.deps):
+                return None  # the node starts it once they are ready, not a worker waiting in get()
+            lease.busy = True
+            link = lease.link = lease.link or self._worker_links.get(lease.worker_id)
+        if link is None:
+            try:
+                link = self._hub.connect(lease.address, self.authkey, None, self._on_link_messages, self._on_link_lost)
+            except (OSError, EOFError):
+                link = None
+            with self._lock:
+                if link is None:  # it died, or never listened: the node has the rest to say
+                    lease.busy = False
+                    self._leases.pop(shape, None)
+                    self._lent.pop(lease.worker_id, None)
+                else:
+                    link.lent_worker = lease.worker_id
+                    lease.link = self._worker_links[lease.worker_id] = link
+            if link is None:
+                self._give_back(lease.worker_id)
+                return None
+        return lease
+
+    def _answered(self, call: _DirectCall) -> None:
+        """A direct call is answered: let go of what it held, and of its lease if it was asked back."""
+        for object_id in call.hold:
+            self.release_ref(object_id)
+        lease = call.lease
+        if lease is not None:
+            with self._lock:
+                lease.busy = False
+                give_back = lease.revoked and self._lent.pop(lease.worker_id, None) is lease
+            if give_back:
+                self._give_back(lease.worker_id)
+
+    def return_idle_leases(self) -> None:
+        """Give back every idle lent worker (before asking the node what is free)."""
+        with self._lock:
+            idle = [lease for lease in self._lent.values() if not lease.busy]
+            for lease in idle:
+                del self._lent[lease.worker_id]
+                if self._leases.get(lease.shape) is lease:
+                    del self._leases[lease.shape]
+        for lease in idle:
+            self._give_back(lease.worker_id)
+
+    # ------------------------------------------------------------ direct calls
+
+    def _submit_direct(self, spec: TaskSpec, link: Link | Loopback, lease: _Lease | None) -> list[ObjectRef]:
         return_ids = spec.return_ids()
-        hold = (*spec.deps, *spec.args.contained, spec.actor_id)
+        hold = (*spec.deps, *spec.args.contained)
+        if spec.actor_id is not None:
+            hold += (spec.actor_id,)
+        kind = P.SUBMIT if lease is not None else P.ACTOR_CALL
         with self._lock:
             self._check_open()
             for object_id in hold:
-                self._count_ref(object_id)  # type: ignore[arg-type]
-            self._direct[spec.task_id] = _DirectCall(spec, link, return_ids, hold)  # type: ignore[arg-type]
+                self._count_ref(object_id)
+            self._direct[spec.task_id] = _DirectCall(spec, link, return_ids, hold, lease)
             self._pending_direct.update(return_ids)
             self._subscribed.update(return_ids)  # they come on the link, unasked
             # Buffered submissions too: the actor may wait for their results.
@@ -584,9 +714,9 @@ class Client:
             # connection: the node must have read what this process sent first.
             self.request("sync")
         try:
-            link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
+            link.send([(kind, spec_to_wire(spec))])
         except OSError:
-            self._on_link_lost(link)  # resends it through the node
+            self._on_link_lost(link)  # type: ignore[arg-type]  # resends it through the node
         self.stats["submitted"] += 1
         self.stats["direct"] += 1
         return refs
@@ -603,9 +733,9 @@ class Client:
             if call is None:
                 return
         if call.cancelled and payloads and payloads[0].is_error:
-            payloads = [self._cancelled(task_id)] * len(payloads)
+            payloads = [self._cancelled(call.spec)] * len(payloads)
         for object_id, payload in zip(call.return_ids, payloads):
-            publish = None
+            publish: list[tuple[Any, ...]] = []
             with self._lock:
                 self._pending_direct.discard(object_id)
                 held = object_id in self._local_refs
@@ -614,17 +744,15 @@ class Client:
                 if object_id in self._promised:
                     # Others may wait for it at the node, whether or not this process still does.
                     self._promised.discard(object_id)
-                    publish = (P.PUT, object_id, payload_codec.to_wire(payload))
+                    publish.append((P.PUT, object_id, payload_codec.to_wire(payload)))
                     if not held:
-                        self._outgoing.append(publish)
-                        publish = (P.DECREF, [object_id])
+                        publish.append((P.DECREF, [object_id]))
                 elif held:
                     self._local_only.add(object_id)
-            if publish is not None:
-                self.send_soon(publish, at_once=False)
+            for message in publish:
+                self.send_soon(message, at_once=False)  # the first wakes the flusher
             self._on_ready(object_id, payload)
-        for object_id in call.hold:
-            self.release_ref(object_id)
+        self._answered(call)
 
     def _answered_through_node(self, object_id: bytes) -> None:
         """A direct call's result came as the node's READY (OWNED_RESULT); called locked."""
@@ -636,35 +764,53 @@ class Client:
             self._wake.put(_FLUSH)
         call = self._direct.pop(object_id[:-4], None)
         if call is not None:
-            for held in call.hold:
-                self.release_ref(held)
+            self._answered(call)
 
     def _on_link_lost(self, link: Link) -> None:
-        """The link closed (the actor's process died): resend its unanswered calls through the node."""
+        """The link closed (the worker's process died): resend its unanswered calls through the node.
+
+        Marked lost, so that the node retries them within ``max_task_retries``
+        (an actor's call) or ``max_retries`` (a task), or fails them.  A task
+        cancelled with ``force=True`` (which kills its worker) is cancelled here.
+        """
         releases: list[bytes] = []
+        cancelled: list[_DirectCall] = []
         with self._lock:
-            actor_id: bytes = link.actor_id  # type: ignore[assignment]
-            if self._links.get(actor_id) is link:
+            actor_id = link.actor_id
+            if actor_id is not None and self._links.get(actor_id) is link:
                 del self._links[actor_id]
-            lost = [task_id for task_id, call in self._direct.items() if call.link is link]
+            if link.lent_worker is not None:
+                # The node ends the lease when it sees the worker's process exit.
+                self._worker_links.pop(link.lent_worker, None)
+                lease = self._lent.pop(link.lent_worker, None)
+                if lease is not None and self._leases.get(lease.shape) is lease:
+                    del self._leases[lease.shape]
+            lost = [call for call in self._direct.values() if call.link is link]
             unheld: list[bytes] = []
-            for task_id in lost:
-                call = self._direct.pop(task_id)
+            for call in lost:
+                if call.cancelled and call.lease is not None:
+                    cancelled.append(call)
+                    continue
+                del self._direct[call.spec.task_id]
                 releases.extend(call.hold)  # the node pins what the resent call uses
                 for object_id in call.return_ids:
                     self._pending_direct.discard(object_id)
                     self._promised.discard(object_id)
                     if object_id not in self._local_refs:
                         unheld.append(object_id)  # the node will count it held: let go after
+                if actor_id is None:
+                    self._outgoing.append((P.SUBMIT, spec_to_wire(call.spec), True))
+                    continue
                 self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
                 if call.return_ids:
                     self._node_call_of[call.return_ids[0]] = actor_id
-                # Marked lost: the node retries it within max_task_retries, or fails it.
                 self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), True))
             if unheld:
                 self._outgoing.append((P.DECREF, unheld))
             if self.closed or not lost:
                 return
+        for call in cancelled:
+            self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
         for object_id in releases:
             self.release_ref(object_id)
         try:
@@ -672,25 +818,33 @@ class Client:
         except BaseException:
             pass  # the node is gone too: waiters hear of it from the hub
 
-    def cancel_direct(self, task_id: bytes, force: bool) -> bool:
+    def cancel_direct(self, task_id: bytes, force: bool, recursive: bool) -> bool:
         """Cancel an unanswered direct call (True), or say it is not one (False)."""
         with self._lock:
             call = self._direct.get(task_id)
             if call is None:
                 return False
-            if force:
+            lease = call.lease
+            if force and lease is None:
                 raise ValueError("force=True is not supported for actor tasks; use kill() to stop an actor")
             call.cancelled = True
+        if lease is not None:
+            if recursive:
+                # The node never saw the task, but it did see the tasks it submitted.
+                self.request("cancel_children", task_id, force)
+            # Through the node: a worker reads its links only between tasks.
+            self.request("cancel_lent", lease.worker_id, task_id, force)
+            return True
         try:
             call.link.send([(P.CANCEL, task_id)])
         except OSError:
-            pass  # the actor died: the call is resent through the node, which fails it
+            pass  # the worker died: the call is resent through the node, which fails it
         return True
 
-    def _cancelled(self, task_id: bytes) -> Payload:
+    def _cancelled(self, spec: TaskSpec) -> Payload:
         from .exceptions import TaskCancelledError
 
-        error = TaskCancelledError(f"actor call {task_id.hex()} was cancelled")
+        error = TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
         return payload_codec.encode(error, self.session, is_error=True)
 
     def escaping(self, object_id: bytes) -> None:

@@ -42,6 +42,11 @@ OnMessages = Callable[["Link", list[tuple[Any, ...]]], None]
 OnLost = Callable[["Link"], None]
 
 
+def socket_path(session_dir: str, pid: int) -> str:
+    """Where the worker process ``pid`` of the node with ``session_dir`` takes direct calls."""
+    return os.path.join(session_dir, f"worker-{pid}.sock")
+
+
 class Link:
     """One direct connection between a caller and an actor's process."""
 
@@ -53,11 +58,14 @@ class Link:
         self.on_messages = on_messages
         self.on_lost = on_lost
         self.actor_id = actor_id  # on the caller's side: the actor it reaches
+        self.lent_worker: int | None = None  # on the caller's side: the lent worker it reaches
         self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
         self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
         whom = f"actor {self.actor_id.hex()[:12]}" if self.actor_id else "caller"
+        if self.lent_worker is not None:
+            whom = f"lent worker {self.lent_worker}"
         return f"<Link to {whom} fd={self.sock.fileno()}>"
 
     def send(self, messages: list[tuple[Any, ...]]) -> None:
@@ -113,8 +121,8 @@ class Hub:
     def __repr__(self) -> str:
         return f"<Hub links={len(self._links)} {self.stats}>"
 
-    def connect(self, address: str, authkey: bytes, actor_id: bytes, on_messages: OnMessages, on_lost: OnLost) -> Link:
-        """A link to the actor listening at ``address`` (OSError or EOFError if it is gone)."""
+    def connect(self, address: str, authkey: bytes, actor_id: bytes | None, on_messages: OnMessages, on_lost: OnLost) -> Link:
+        """A link to the worker listening at ``address`` (OSError or EOFError if it is gone)."""
         link = Link(P.connect(address, authkey), on_messages, on_lost, actor_id)
         self.add(link)
         return link

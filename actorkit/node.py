@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from . import shm
+from .direct import socket_path
 from .exceptions import (
     ActorUnschedulableError,
     ObjectLostError,
@@ -137,7 +138,9 @@ def _forever(n: int) -> int:
 class ClientState:
     """A connected driver or worker, as the node sees it."""
 
-    __slots__ = ("conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member", "id_prefix")
+    __slots__ = (
+        "conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member", "id_prefix", "leases",
+    )
 
     def __init__(self, conn: P.NodeConn) -> None:
         self.conn = conn
@@ -150,6 +153,7 @@ class ClientState:
         self.closed = False
         self.member: NodeRecord | None = None  # for a member node's connection
         self.id_prefix = b""  # how its task ids begin: whose direct call a result is
+        self.leases: dict[Any, WorkerState] = {}  # task shape -> the worker lent to it for such tasks
 
     def __repr__(self) -> str:
         return f"<{self.role} pid={self.pid}>"
@@ -158,7 +162,7 @@ class ClientState:
 class WorkerState:
     __slots__ = (
         "worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor",
-        "calls", "retiring", "idle_since", "node",
+        "calls", "retiring", "idle_since", "node", "lessee", "lease", "lease_shape", "lease_revoked",
     )
 
     def __init__(self, worker_id: int, process: Any, node: NodeRecord) -> None:
@@ -175,10 +179,17 @@ class WorkerState:
         self.calls: dict[bytes, int] = {}  # function id -> calls, for max_calls
         self.retiring = False  # told to exit: takes no more work
         self.idle_since = time.monotonic()
+        # Lent to a caller, which sends it tasks of one shape directly (see _lend).
+        self.lessee: ClientState | None = None
+        self.lease: Allocation | None = None  # what it holds while lent
+        self.lease_shape: Any = None
+        self.lease_revoked = False  # asked back; the lessee returns it once its tasks are answered
 
     def __repr__(self) -> str:
         pid = self.process.pid
         doing = f"running {self.task.spec.name}" if self.task else "idle"
+        if self.lessee is not None:
+            doing = f"lent to {self.lessee!r}"
         if self.actor is not None:
             doing = f"actor {self.actor.spec.class_name}"
         return f"<Worker {self.worker_id} pid={pid} {doing}>"
@@ -234,12 +245,15 @@ class Node:
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
         self.callers: dict[bytes, ClientState] = {}  # task id prefix -> the client that makes such ids
         self.placeable: set[tuple[Any, Any]] = set()  # (shape, strategy) some live node can run
+        self.lent: set[WorkerState] = set()  # workers lent to callers (see _lend)
         self.ready = ReadyQueue()
         self.stats = {
             "tasks_finished": 0,
             "tasks_retried": 0,
             "tasks_lined_up": 0,
             "workers_started": 0,
+            "leases": 0,
+            "leases_revoked": 0,
             "objects_freed": 0,
         }
         self._seq = itertools.count()
@@ -278,6 +292,7 @@ class Node:
             P.REQUEST: self._on_request,
             P.PROMISE: self._on_promise,
             P.OWNED_RESULT: self._on_owned_result,
+            P.LEASE_RETURN: self._on_lease_return,
             **self.members.handlers,
         }
         self._requests: dict[str, Callable[..., Any]] = {
@@ -285,6 +300,9 @@ class Node:
             "get_actor": self._request_get_actor,
             "kill": self._request_kill,
             "cancel": self._request_cancel,
+            "cancel_children": self._request_cancel_children,
+            "function": self._request_function,
+            "cancel_lent": self._request_cancel_lent,
             "alloc": lambda _client, size: self.store.allocate(size),
             "info": lambda _client: self.info(),
             "resources": lambda _client: self.resources(),
@@ -424,6 +442,8 @@ class Node:
         client.held.clear()
         if self.callers.get(client.id_prefix) is client:
             del self.callers[client.id_prefix]
+        for worker in list(client.leases.values()):
+            self._end_lease(worker)
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             for actor in list(self.actors.values()):
@@ -602,9 +622,12 @@ class Node:
     # -------------------------------------------------------------- tasks
 
     def _on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        self._add_task(client, spec_from_wire(message[1]), len(message) > 2 and message[2])
+        lost = len(message) > 2 and message[2]
+        self._add_task(client, spec_from_wire(message[1]), lost, message[3] if len(message) > 3 else None)
 
-    def _add_task(self, client: ClientState, spec: TaskSpec, lost: bool = False) -> TaskRecord | None:
+    def _add_task(
+        self, client: ClientState, spec: TaskSpec, lost: bool = False, parent: bytes | None = None
+    ) -> TaskRecord | None:
         """Admit a task, actor creation or actor call: pin what it uses, wait for its arguments."""
         if spec.function_bytes is not None:
             self.functions.setdefault(spec.function_id, spec.function_bytes)
@@ -615,6 +638,10 @@ class Node:
         if submitter is not None and submitter.task is not None and submitter.actor is None:
             task.parent = submitter.task.spec.task_id
             task.depth = submitter.task.depth + 1
+        elif parent is not None:
+            # Submitted by a task a driver sent straight to a lent worker (only drivers get leases).
+            task.parent, task.depth = parent, 1
+        if task.parent is not None:
             self.children.setdefault(task.parent, []).append(spec.task_id)
         for object_id in task.return_ids:
             # The submitter gets the results unasked (it is their owner, as in Ray): a
@@ -626,8 +653,8 @@ class Node:
             self._incref(object_id)
         for object_id in spec.deps:
             if object_id not in self.objects:
-                lost = ObjectLostError(f"argument {object_id.hex()} of {spec.name} was freed or lost")
-                self._finish(task, [self._error_payload(lost)] * spec.num_returns, pinned_deps=False)
+                gone = ObjectLostError(f"argument {object_id.hex()} of {spec.name} was freed or lost")
+                self._finish(task, [self._error_payload(gone)] * spec.num_returns, pinned_deps=False)
                 return None
         for object_id in spec.deps:
             entry = self.objects[object_id]
@@ -640,7 +667,16 @@ class Node:
                 task.unresolved += 1
         if spec.actor_id is not None and spec.method != "__init__":
             self._enqueue_actor_call(task, lost)
-        elif task.unresolved == 0:
+            return task
+        if lost:
+            # Its lent worker died before answering: a retry, if any is left.
+            if task.retries_left <= 0:
+                error = WorkerCrashedError(_crash_message(spec, "a worker process lent to its caller", "died"))
+                self._finish(task, [self._error_payload(error)] * spec.num_returns)
+                return task
+            task.retries_left -= 1
+            self.stats["tasks_retried"] += 1
+        if task.unresolved == 0:
             self._make_ready(task)
         return task
 
@@ -695,6 +731,7 @@ class Node:
             if self._is_idle(worker):
                 idle.setdefault(worker.node, []).append(worker)
         grown: set[NodeRecord] = set()
+        starved = False
         nodes = self.nodes.values()
         head = self.head if len(self.nodes) == 1 else None  # alone: no choice to make
         for tasks in self.ready.heads():
@@ -724,13 +761,19 @@ class Node:
                 # current one ends (Ray reuses a worker lease the same way).
                 worker = self._pipeline_target(task)
                 if worker is None:
+                    starved = True
                     break
                 self.ready.pop_from(tasks)
                 self._queue_behind(task, worker)
+        if starved and self.lent:
+            self._revoke_leases()
 
     @staticmethod
     def _is_idle(worker: WorkerState) -> bool:
-        return worker.client is not None and worker.task is None and worker.actor is None and not worker.retiring
+        return (
+            worker.client is not None and worker.task is None and worker.actor is None
+            and worker.lessee is None and not worker.retiring
+        )
 
     def _timeout(self) -> float | None:
         """How long the loop may sleep: until an idle worker beyond the warm pool is due
@@ -870,7 +913,8 @@ class Node:
             self._on_actor_call_done(worker.actor, task_id, payloads)
             return
         task = self.running.pop(task_id, None)
-        if worker is not None and task is not None and worker.task is task:
+        ran_here = worker is not None and task is not None and worker.task is task
+        if ran_here:
             worker.blocked = False
             worker.task = None
             now = time.monotonic()
@@ -894,8 +938,10 @@ class Node:
             for payload in payloads:
                 self.store.release_unowned(payload)
             return
-        self._release_allocation(task)
-        if retryable and task.retries_left and not task.cancelled:
+        retry = retryable and task.retries_left and not task.cancelled
+        if retry or not ran_here or not self._lend(worker, task):  # type: ignore[arg-type]
+            self._release_allocation(task)
+        if retry:
             task.retries_left -= 1
             self.stats["tasks_retried"] += 1
             self.ready.push(task, front=True)
@@ -950,7 +996,7 @@ class Node:
             self.running.pop(task.spec.task_id, None)
             self.ready.push(task, front=True)
         self._send(client, (P.REVOKED, [t.spec.task_id for t in revoked]))
-        allocation = worker.actor.allocation if worker.actor is not None else None
+        allocation = worker.actor.allocation if worker.actor is not None else worker.lease
         if worker.task is not None:
             allocation = worker.task.allocation
         if allocation is not None:
@@ -962,7 +1008,7 @@ class Node:
         worker = client.worker
         if worker is None:
             return
-        allocation = worker.task.allocation if worker.task is not None else None
+        allocation = worker.task.allocation if worker.task is not None else worker.lease
         if worker.actor is not None:
             allocation = worker.actor.allocation
         if allocation is not None:
@@ -984,6 +1030,8 @@ class Node:
                     break
                 self._on_client_io(worker.client, selectors.EVENT_READ)
             self._disconnect(worker.client)
+        if worker.lessee is not None:
+            self._end_lease(worker)  # its lessee resends what it had sent it (see Client._on_link_lost)
         if worker.actor is not None and not self._stopping:
             self._on_actor_process_exit(worker.actor, worker, _how_it_died(process))
             return
@@ -1006,13 +1054,82 @@ class Node:
             self.ready.push(task, front=True)
         else:
             how = _how_it_died(process)
-            error = WorkerCrashedError(
-                f"the worker process (pid {process.pid}) running task {task.spec.name} died: {how}. "
-                f"The task was tried {task.spec.max_retries + 1} time(s); raise max_retries to "
-                f"retry more, and check the task for crashes (segfaults, out of memory, os._exit)."
-            )
+            error = WorkerCrashedError(_crash_message(task.spec, f"the worker process (pid {process.pid})", f"died: {how}"))
             self._finish(task, [self._error_payload(error)] * task.spec.num_returns)
         self._schedule_needed = True
+
+    # -------------------------------------------------------------- leases
+    #
+    # A driver that waits for each task before it submits the next pays for two
+    # passes through this loop per task.  So when a task ends and nothing else
+    # waits for resources, its worker stays lent to the driver (with what the
+    # task held), and the driver sends its next tasks of that shape straight to
+    # the worker, as it does an actor's calls (see direct.py).  Once tasks wait
+    # for resources, every lessee is asked to give its worker back.
+
+    def _lend(self, worker: WorkerState, task: TaskRecord) -> bool:
+        """Lend ``worker``, which just ran ``task``, to the task's driver; False if not now."""
+        owner = task.owner
+        if (
+            self.ready
+            or worker.task is not None
+            or worker.retiring
+            or worker.node is not self.head
+            or task.allocation is None
+            or owner.role != "driver"
+            or owner.closed
+            or task.shape in owner.leases
+            or owner.conn.sock.family != socket.AF_UNIX  # on another machine: it could not connect
+            or not task.spec.may_go_direct()
+        ):
+            return False
+        worker.lessee, worker.lease, worker.lease_shape = owner, task.allocation, task.shape
+        task.allocation = None
+        task.worker = None
+        owner.leases[task.shape] = worker
+        self.lent.add(worker)
+        self.stats["leases"] += 1
+        address = socket_path(self.config.session_dir, worker.process.pid)
+        self._send(owner, (P.LEASE, worker.worker_id, address, self.config.session, task.shape))
+        return True
+
+    def _revoke_leases(self) -> None:
+        for worker in self.lent:
+            if not worker.lease_revoked:
+                worker.lease_revoked = True
+                self.stats["leases_revoked"] += 1
+                self._send(worker.lessee, (P.LEASE_REVOKE, worker.worker_id))  # type: ignore[arg-type]
+
+    def _on_lease_return(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        worker = self.workers.get(message[1])
+        if worker is not None and worker.lessee is client:
+            self._end_lease(worker)
+
+    def _end_lease(self, worker: WorkerState) -> None:
+        worker.lessee.leases.pop(worker.lease_shape, None)  # type: ignore[union-attr]
+        self.lent.discard(worker)
+        if worker.lease is not None:
+            worker.lease.ledger.release(worker.lease)
+        worker.lessee = worker.lease = worker.lease_shape = None
+        worker.lease_revoked = worker.blocked = False
+        worker.idle_since = time.monotonic()
+        self._schedule_needed = True
+
+    def _request_function(self, client: ClientState, function_id: bytes) -> bytes:
+        """A function for a lent worker, whose caller sent the task without it."""
+        if client.worker is not None:
+            client.worker.loaded.add(function_id)
+        return self.functions[function_id]
+
+    def _request_cancel_lent(self, client: ClientState, worker_id: int, task_id: bytes, force: bool) -> None:
+        """Cancel a task sent to a worker lent to ``client`` (with ``force``, its process goes)."""
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.lessee is not client or worker.client is None:
+            return  # dead already: the caller resends or cancels what it had sent it
+        if force:
+            worker.process.kill()
+        else:
+            self._send(worker.client, (P.CANCEL, task_id))
 
     # -------------------------------------------------------------- actors
 
@@ -1235,6 +1352,11 @@ class Node:
 
         return self._error_payload(TaskCancelledError(f"task {task.spec.name} ({task.spec.task_id.hex()}) was cancelled"))
 
+    def _request_cancel_children(self, client: ClientState, task_id: bytes, force: bool) -> None:
+        """Cancel what a task sent straight to a lent worker submitted (the node never saw the task)."""
+        for child in list(self.children.get(task_id, ())):
+            self._request_cancel(client, child, force, True)
+
     def _request_cancel(self, client: ClientState, task_id: bytes, force: bool, recursive: bool) -> None:
         task = self.pending.get(task_id)
         if task is None:
@@ -1322,7 +1444,12 @@ class Node:
 
     def _on_log(self, client: ClientState, message: tuple[Any, ...]) -> None:
         worker = client.worker
-        job_id = worker.task.spec.job_id if worker is not None and worker.task is not None else None
+        job_id = None
+        if worker is not None:
+            if worker.task is not None:
+                job_id = worker.task.spec.job_id
+            elif worker.lessee is not None:
+                job_id = worker.lessee.job_id  # a driver: only drivers get leases
         targets = [self.drivers[job_id]] if job_id in self.drivers else list(self.drivers.values())
         forwarded = (P.PRINT,) + message[1:]
         for driver in targets:
@@ -1418,7 +1545,7 @@ class Node:
                     driver.closed = True
                     driver.conn.close()
             for worker in workers:
-                idle = worker.task is None and worker.actor is None
+                idle = worker.task is None and worker.actor is None and worker.lessee is None
                 if idle and worker.client is not None and not worker.client.closed:
                     self._send(worker.client, (P.EXIT,))
                 else:
@@ -1465,6 +1592,13 @@ def _join_all(processes: list[Any], timeout: float) -> None:
         process.kill()
     for process in processes:
         process.join(1)
+
+
+def _crash_message(spec: TaskSpec, who: str, how: str) -> str:
+    return (
+        f"{who} running task {spec.name} {how}. The task was tried {spec.max_retries + 1} time(s); "
+        f"raise max_retries to retry more, and check the task for crashes (segfaults, out of memory, os._exit)."
+    )
 
 
 def _how_it_died(process: Any) -> str:

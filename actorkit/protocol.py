@@ -28,7 +28,7 @@ _READ_CHUNK = 1 << 16  # below malloc's mmap threshold: reused, not mapped per r
 
 # Client -> node
 HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace, id_prefix) id_prefix: of its task ids
-SUBMIT = 2  # (SUBMIT, TaskSpec)
+SUBMIT = 2  # (SUBMIT, TaskSpec[, lost[, parent_task_id]]) lost: it went to a leased worker, which died
 PUT = 3  # (PUT, object_id, payload)
 SUBSCRIBE = 4  # (SUBSCRIBE, [object_id, ...])
 ADDREF = 5  # (ADDREF, [object_id, ...])
@@ -45,6 +45,7 @@ ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id) exit_actor() was called
 REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back yet, that left this process
 OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
+LEASE_RETURN = 40  # (LEASE_RETURN, worker_id) the caller is done with the worker the node lent it
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})
@@ -62,9 +63,12 @@ REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception
 CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
 REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
 ACTOR_ROUTE = 28  # (ACTOR_ROUTE, actor_id, direct_address, session) where to call the actor directly
+LEASE = 38  # (LEASE, worker_id, direct_address, session, shape) an idle worker lent for tasks of that shape
+LEASE_REVOKE = 39  # (LEASE_REVOKE, worker_id) others need it: return it once its tasks are answered
 
-# Caller <-> actor on a direct connection (see direct.py): ACTOR_CALL and CANCEL
-# from the caller, DONE (as above) from the actor.
+# Caller <-> worker on a direct connection (see direct.py): ACTOR_CALL (to an
+# actor), SUBMIT (to a leased worker) and CANCEL from the caller, DONE (as above)
+# from the worker.
 
 # Head -> member node
 SPAWN = 31  # (SPAWN, worker_id) start a worker that connects to the head

@@ -44,6 +44,17 @@ class TaskSpec(NamedTuple):
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]
 
+    def may_go_direct(self) -> bool:
+        """Whether a worker lent to its caller may run it: a plain task that the node
+        need not place, retry on an exception, or count calls of (see ``Node._lend``)."""
+        return (
+            self.actor_id is None
+            and not self.max_calls
+            and self.strategy is None
+            and not self.retry_exceptions
+            and not self.resources.get("GPU")
+        )
+
 
 def spec_to_wire(spec: TaskSpec) -> tuple[Any, ...]:
     """A task spec as plain tuples (see ``payload.to_wire``): it travels twice per task."""

@@ -3,9 +3,10 @@
 The main thread runs tasks (so that a cancellation can interrupt it with
 KeyboardInterrupt) from its mailbox (``mailbox.py``), where the node's
 EXECUTE messages go: read by the client's hub thread while a task runs, by
-the main thread itself while it waits.  In an actor's process, callers on the
-same machine also send calls straight to it (``direct.py``); the thread that
-takes the actor's work reads those links itself.  A worker's ``print`` and
+the main thread itself while it waits.  Every worker also listens for
+callers on the same machine (``direct.py``): an actor's callers, and the
+driver the node lent an idle worker to (``Node._lend``) send their calls and
+tasks straight to it; the thread that takes the work reads those links itself.  A worker's ``print`` and
 ``logging`` output goes to the driver whose task it is running, prefixed with
 the task's name and pid.
 """
@@ -28,7 +29,7 @@ from . import payload as payload_codec
 from . import protocol as P
 from . import runtime
 from .client import Client
-from .direct import Link, Loopback
+from .direct import Link, Loopback, socket_path
 from .exceptions import TaskError
 from .gate import Gate
 from .mailbox import Mailbox
@@ -82,6 +83,7 @@ class TaskExecutor:
         self.node_id = node_id
         self.inbox = inbox  # the mailbox the main thread serves
         self.session_dir = session_dir
+        self.direct_address: str | None = None  # where callers on this machine reach it (see listen)
         self.direct_callers: dict[bytes, Link | Loopback] = {}  # task id -> the link a direct call came on
         self.functions: dict[bytes, Any] = {}
         self.current: TaskSpec | None = None
@@ -118,10 +120,14 @@ class TaskExecutor:
         saved_env = _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
         # A task, or a serial actor's call, lends its CPUs while it blocks in get().
         self.client.in_task = self.actor_id is None or self.serial_actor
+        if self.actor_id is None and spec.task_id in self.direct_callers:
+            # The node never saw this task: tell it whose children the tasks it submits are.
+            self.client.parent_task = spec.task_id
         try:
             self._call(message)
         finally:
             self.client.in_task = False
+            self.client.parent_task = None
             _restore_environment(saved_env)
             self.current = None
 
@@ -188,12 +194,16 @@ class TaskExecutor:
 
     def load(self, function_id: bytes, function_bytes: bytes | None) -> Any:
         """The function (or class) with this id, unpickling it if its bytes came along."""
-        if function_bytes is not None and function_id not in self.functions:
+        function = self.functions.get(function_id)
+        if function is None:
+            if function_bytes is None:
+                # A task its caller sent straight here: the node has the function.
+                function_bytes = self.client.request("function", function_id)
             function = pickle.loads(function_bytes)
             # A decorated function or class pickled by reference comes back as the
             # decorated object (its module's name points to it): use what it wraps.
-            self.functions[function_id] = getattr(function, "__actorkit_target__", function)
-        return self.functions[function_id]
+            function = self.functions[function_id] = getattr(function, "__actorkit_target__", function)
+        return function
 
     def _arguments(self, spec: Any, deps: dict[bytes, Payload]) -> tuple[list[Any], dict[str, Any]]:
         args, kwargs = payload_codec.decode(spec.args)
@@ -305,25 +315,25 @@ class TaskExecutor:
             died = payload_codec.encode(death, self.client.session, True)
             self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.to_wire(died)))
             return False
-        self.client.send((P.ACTOR_READY, spec.actor_id, self._listen()))
+        self.client.send((P.ACTOR_READY, spec.actor_id, self.direct_address))
         return True
 
-    def _listen(self) -> str | None:
-        """Where callers on this machine may send this actor's calls directly."""
+    def listen(self) -> None:
+        """Take direct calls from callers on this machine: an actor's, or tasks from a lessee."""
         if self.session_dir is None:
-            return None
-        path = os.path.join(self.session_dir, f"actor-{os.getpid()}.sock")
+            return
+        path = socket_path(self.session_dir, os.getpid())
         try:
             gate = Gate([path], self.client.authkey)
         except OSError:
-            return None  # calls come through the node, as before it listened
+            return  # everything comes through the node
         gate.start(lambda sock: self.inbox.add_link(Link(sock, self._on_direct, lambda _link: None)))
-        return path
+        self.direct_address = path
 
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
         """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
         for message in messages:
-            if message[0] == P.ACTOR_CALL:
+            if message[0] == P.ACTOR_CALL or message[0] == P.SUBMIT:
                 spec = spec_from_wire(message[1])
                 self.direct_callers[spec.task_id] = link
                 self.inbox.put((P.EXECUTE, spec, None, {}, []))
@@ -432,6 +442,7 @@ def main(args: WorkerArgs) -> None:
     )
     inbox.lend(*client.node_connection)
     executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
+    executor.listen()
     signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)

@@ -1,0 +1,256 @@
+"""Tasks sent straight to a worker the node lent the driver (``Node._lend``).
+
+When a driver's task ends and nothing else waits for resources, the node
+leaves its worker lent to the driver, which sends its next tasks of that
+shape straight to it.  Each test gets onto that path first (``lent``), then
+checks a behaviour the node used to guarantee on its own: giving the CPU
+back to others, retries after a crash, cancellation (soft, forced,
+recursive), nested tasks that block, refs in and out, output.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import numpy as np
+import pytest
+from _actors import SignalActor
+from _drivers import describe, run_script
+
+import actorkit as ray
+from actorkit import runtime
+from actorkit.exceptions import TaskCancelledError, WorkerCrashedError
+
+T = 30  # seconds: the bound on every get()
+
+
+@ray.remote
+def pid():
+    return os.getpid()
+
+
+@ray.remote
+def add_one(x):
+    return x + 1
+
+
+@ray.remote
+def total(array):
+    return int(array.sum())
+
+
+@ray.remote
+def arange(n):
+    return np.arange(n, dtype=np.int64)
+
+
+@ray.remote
+def crash_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return os.getpid()
+
+
+@ray.remote
+def started_then_sleep(signal, seconds):
+    ray.get(signal.send.remote())
+    import time
+
+    time.sleep(seconds)
+    return "woke"
+
+
+@ray.remote
+def sleeper(seconds):
+    import time
+
+    time.sleep(seconds)
+    return "woke"
+
+
+@ray.remote
+def parent_of_sleeper(keeper, signal, seconds):
+    child = sleeper.remote(seconds)
+    ray.get(keeper.keep.remote([child]))
+    ray.get(signal.send.remote())
+    return ray.get(child)
+
+
+@ray.remote
+def sum_of_children(n):
+    return sum(ray.get([add_one.remote(i) for i in range(n)]))
+
+
+@ray.remote(num_cpus=0)
+class Keeper:
+    def __init__(self):
+        self.kept = None
+
+    def keep(self, refs):
+        self.kept = refs
+
+    def get(self):
+        return self.kept
+
+
+def direct_calls() -> int:
+    return runtime.current_client().stats["direct"]
+
+
+def node_stats() -> dict:
+    return runtime.current_client().request("stats")
+
+
+def lent(function=pid, *args):
+    """Run ``function`` until a call of it went straight to a lent worker; return its result."""
+    for _ in range(3):
+        before = direct_calls()
+        value = ray.get(function.remote(*args), timeout=T)
+        if direct_calls() > before:
+            return value
+    raise AssertionError("the driver was never lent a worker")
+
+
+def test_tasks_go_direct_after_the_first(ray_start_shared):
+    worker = lent()
+    before, finished = direct_calls(), node_stats()["tasks_finished"]
+    assert {ray.get(pid.remote(), timeout=T) for _ in range(20)} == {worker}
+    assert direct_calls() - before == 20
+    assert node_stats()["tasks_finished"] == finished  # the node never saw them
+
+
+def test_an_idle_lent_worker_counts_as_free(ray_start_shared):
+    lent()
+    assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"]
+
+
+def test_the_lent_cpu_goes_back_when_others_need_it(shutdown_only):
+    ray.init(num_cpus=1)
+    lent()
+    # Another shape, then more tasks than CPUs, then an actor that needs the CPU.
+    assert ray.get(add_one.options(num_cpus=0.5).remote(1), timeout=T) == 2
+    assert ray.get([add_one.remote(i) for i in range(20)], timeout=T) == list(range(1, 21))
+    keeper = Keeper.options(num_cpus=1).remote()
+    assert ray.get(keeper.get.remote(), timeout=T) is None
+    assert node_stats()["leases_revoked"] >= 1
+
+
+def test_a_function_the_lent_worker_never_ran(ray_start_shared):
+    lent()
+
+    @ray.remote
+    def triple(x):
+        return 3 * x
+
+    assert [ray.get(triple.remote(i), timeout=T) for i in range(4)] == [0, 3, 6, 9]
+
+
+def test_results_and_arguments_by_reference(ray_start_shared):
+    lent(add_one, 0)
+    pending = add_one.remote(1)  # direct
+    chained = add_one.remote(pending)  # passed on before it is back: through the node
+    assert ray.get(chained, timeout=T) == 3
+    array = ray.put(np.ones(1_000_000, dtype=np.int64))
+    lent(total, array)
+    assert ray.get(total.remote(array), timeout=T) == 1_000_000
+    big = arange.remote(1_000_000)  # large: the node keeps it for the driver
+    assert ray.get(total.remote(big), timeout=T) == sum(range(1_000_000))
+    assert ray.get(big, timeout=T)[-1] == 999_999
+
+
+def test_crash_of_a_lent_worker_retries_the_task(ray_start_shared, tmp_path):
+    survived = tmp_path / "survived"
+    survived.touch()
+    lent(crash_once, str(survived))
+    before = direct_calls()
+    first = crash_once.options(max_retries=1).remote(str(tmp_path / "crashed"))
+    assert direct_calls() == before + 1
+    assert isinstance(ray.get(first, timeout=T), int)
+
+
+def test_crash_of_a_lent_worker_without_retries_fails_the_task(ray_start_shared, tmp_path):
+    survived = tmp_path / "survived"
+    survived.touch()
+    lent(crash_once.options(max_retries=0), str(survived))
+    with pytest.raises(WorkerCrashedError, match="crash_once"):
+        ray.get(crash_once.options(max_retries=0).remote(str(tmp_path / "crashed")), timeout=T)
+
+
+def test_cancel_a_running_direct_task(ray_start_shared, kill_after):
+    signal = kill_after(SignalActor.remote())
+    lent(started_then_sleep, signal, 0)
+    signal = kill_after(SignalActor.remote())
+    worker = lent()
+    before = direct_calls()
+    ref = started_then_sleep.remote(signal, 60)
+    assert direct_calls() == before + 1
+    ray.get(signal.wait.remote(), timeout=T)
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=T)
+    assert ray.get(pid.remote(), timeout=T) == worker  # the worker survived
+
+
+def test_force_cancel_a_direct_task(ray_start_shared, kill_after):
+    signal = kill_after(SignalActor.remote())
+    lent(started_then_sleep, signal, 0)
+    signal = kill_after(SignalActor.remote())
+    worker = lent()
+    ref = started_then_sleep.remote(signal, 60)
+    ray.get(signal.wait.remote(), timeout=T)
+    ray.cancel(ref, force=True)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=T)
+    assert ray.get(pid.remote(), timeout=T) != worker  # its worker was killed, not retried
+
+
+def test_cancel_of_a_direct_task_cancels_what_it_submitted(ray_start_shared, kill_after):
+    keeper = kill_after(Keeper.remote())
+    signal = kill_after(SignalActor.remote())
+    ray.get(signal.send.remote())
+    lent(parent_of_sleeper.options(num_cpus=0.5), keeper, signal, 0)
+    signal = kill_after(SignalActor.remote())
+    before = direct_calls()
+    parent = parent_of_sleeper.options(num_cpus=0.5).remote(keeper, signal, 60)
+    assert direct_calls() == before + 1
+    ray.get(signal.wait.remote(), timeout=T)
+    ray.cancel(parent)
+    with pytest.raises(TaskCancelledError):
+        ray.get(parent, timeout=T)
+    [child] = ray.get(keeper.get.remote(), timeout=T)
+    with pytest.raises(TaskCancelledError):
+        ray.get(child, timeout=T)
+
+
+def test_a_direct_task_waiting_for_its_children_lends_its_cpu(shutdown_only):
+    ray.init(num_cpus=1)
+    lent(sum_of_children, 1)
+    assert ray.get(sum_of_children.remote(5), timeout=T) == 15
+
+
+def test_print_from_a_direct_task_reaches_the_driver(tmp_path):
+    proc = run_script(
+        tmp_path,
+        textwrap.dedent(
+            """
+            import actorkit as ray
+            from actorkit import runtime
+
+            @ray.remote
+            def say(i):
+                print("said", i)
+
+            ray.init(num_cpus=1)
+            for i in range(3):
+                ray.get(say.remote(i))
+            print("direct", runtime.current_client().stats["direct"])
+            ray.shutdown()
+            """
+        ),
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert "direct 2" in proc.stdout, describe(proc)
+    for i in range(3):
+        assert f"said {i}" in proc.stdout, describe(proc)
