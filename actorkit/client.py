@@ -99,9 +99,10 @@ class _Waiter:
 class _Lease:
     """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
 
-    __slots__ = ("worker_id", "address", "shape", "link", "busy", "revoked")
+    __slots__ = ("lease_id", "worker_id", "address", "shape", "link", "busy", "revoked")
 
-    def __init__(self, worker_id: int, address: str, shape: Any) -> None:
+    def __init__(self, lease_id: int, worker_id: int, address: str, shape: Any) -> None:
+        self.lease_id = lease_id
         self.worker_id = worker_id
         self.address = address
         self.shape = shape
@@ -203,7 +204,7 @@ class Client:
         self._promised: set[bytes] = set()  # pending direct results the node was told of
         # Workers lent by the node (see the module docstring).
         self._leases: dict[Any, _Lease] = {}  # task shape -> lease to send such tasks on, not revoked
-        self._lent: dict[int, _Lease] = {}  # worker id -> every lease held, revoked ones included
+        self._lent: dict[int, _Lease] = {}  # lease id -> every lease held, revoked ones included
         self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
         # In a worker, the task it runs when the node never saw it (sent by a lessee):
         # the parent of the tasks it submits.
@@ -212,6 +213,9 @@ class Client:
         # last confirmed it had read everything: a direct call must not overtake that.
         self._unsynced = False
         self._link_reading = threading.Lock()  # one thread at a time reads a connection in get()
+        # Per thread: inside a handler of what a connection brought (a callback may
+        # submit there), where waiting for the node's answer would wait for this thread.
+        self._handling = threading.local()
         self._wake_r, self._wake_w = os.pipe()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
@@ -302,6 +306,15 @@ class Client:
         elif wake:
             self._wake.put(_FLUSH)
 
+    def sync(self) -> None:
+        """Return once the node has read what this process told it of objects (see _submit_direct)."""
+        with self._lock:
+            needed, self._unsynced = self._unsynced, False
+        if needed:
+            self.request("sync")
+        else:
+            self.flush()
+
     def flush(self) -> None:
         """Deliver buffered messages now (before blocking on their results)."""
         if self._outgoing:
@@ -383,6 +396,7 @@ class Client:
     # ------------------------------------------------------------ receiving
 
     def _on_node_messages(self, _link: Link, messages: list[tuple[Any, ...]]) -> None:
+        self._handling.depth = getattr(self._handling, "depth", 0) + 1
         try:
             for message in messages:
                 if message[0] == P.READY:
@@ -405,6 +419,8 @@ class Client:
         except BaseException as e:  # a bug: make it visible to every waiter
             self._fail(e)
             raise
+        finally:
+            self._handling.depth -= 1
 
     def _on_node_lost(self, _link: Link) -> None:
         if not self.closed:
@@ -550,6 +566,8 @@ class Client:
                 return self._submit_direct(spec, lease.link, lease)  # type: ignore[arg-type]
         return_ids = spec.return_ids()
         with self._lock:
+            if spec.function_bytes is not None:
+                self._unsynced = True  # a lent worker asks the node for the function
             self._subscribed.update(return_ids)  # the node sends results to their submitter
             idle = not self._unanswered
             if return_ids:
@@ -610,31 +628,33 @@ class Client:
 
     # ---------------------------------------------------------- lent workers
 
-    def _on_lease(self, worker_id: int, address: str, session: str, shape: Any) -> None:
+    def _on_lease(self, lease_id: int, worker_id: int, address: str, session: str, shape: Any) -> None:
+        lease = _Lease(lease_id, worker_id, address, shape)
         with self._lock:
             if session == self.session and shape not in self._leases and not self.closed:
-                self._leases[shape] = self._lent[worker_id] = _Lease(worker_id, address, shape)
+                self._leases[shape] = self._lent[lease_id] = lease
                 return
-        self._give_back(worker_id)  # a unix socket on another machine: of no use here
+        self._give_back(lease)  # a unix socket on another machine: of no use here
 
-    def _on_lease_revoke(self, worker_id: int) -> None:
+    def _on_lease_revoke(self, lease_id: int) -> None:
         with self._lock:
-            lease = self._lent.get(worker_id)
-            if lease is not None:
-                lease.revoked = True
-                if self._leases.get(lease.shape) is lease:
-                    del self._leases[lease.shape]
-                if lease.busy:
-                    return  # given back when its task is answered
-                del self._lent[worker_id]
-        self._give_back(worker_id)
+            lease = self._lent.get(lease_id)
+            if lease is None:
+                return  # given back already (the return crossed the revocation), or its worker died
+            lease.revoked = True
+            if self._leases.get(lease.shape) is lease:
+                del self._leases[lease.shape]
+            if lease.busy:
+                return  # given back when its task is answered
+            del self._lent[lease_id]
+        self._give_back(lease)
 
-    def _give_back(self, worker_id: int) -> None:
+    def _give_back(self, lease: _Lease) -> None:
         # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
         with self._lock:
             if self.closed:
                 return
-            self._outgoing.append((P.LEASE_RETURN, worker_id))
+            self._outgoing.append((P.LEASE_RETURN, lease.worker_id, lease.lease_id))
         self._wake.put(_FLUSH)
 
     def _take_lease(self, spec: TaskSpec) -> _Lease | None:
@@ -648,6 +668,8 @@ class Client:
                 return None
             if any(object_id not in self._ready for object_id in spec.deps):
                 return None  # the node starts it once they are ready, not a worker waiting in get()
+            if (self._unsynced or self._outgoing) and getattr(self._handling, "depth", 0):
+                return None  # it would need a sync, which this thread would have to read
             lease.busy = True
             link = lease.link = lease.link or self._worker_links.get(lease.worker_id)
         if link is None:
@@ -659,12 +681,12 @@ class Client:
                 if link is None:  # it died, or never listened: the node has the rest to say
                     lease.busy = False
                     self._leases.pop(shape, None)
-                    self._lent.pop(lease.worker_id, None)
+                    self._lent.pop(lease.lease_id, None)
                 else:
                     link.lent_worker = lease.worker_id
                     lease.link = self._worker_links[lease.worker_id] = link
             if link is None:
-                self._give_back(lease.worker_id)
+                self._give_back(lease)
                 return None
         return lease
 
@@ -676,20 +698,20 @@ class Client:
         if lease is not None:
             with self._lock:
                 lease.busy = False
-                give_back = lease.revoked and self._lent.pop(lease.worker_id, None) is lease
+                give_back = lease.revoked and self._lent.pop(lease.lease_id, None) is lease
             if give_back:
-                self._give_back(lease.worker_id)
+                self._give_back(lease)
 
     def return_idle_leases(self) -> None:
         """Give back every idle lent worker (before asking the node what is free)."""
         with self._lock:
             idle = [lease for lease in self._lent.values() if not lease.busy]
             for lease in idle:
-                del self._lent[lease.worker_id]
+                del self._lent[lease.lease_id]
                 if self._leases.get(lease.shape) is lease:
                     del self._leases[lease.shape]
         for lease in idle:
-            self._give_back(lease.worker_id)
+            self._give_back(lease)
 
     # ------------------------------------------------------------ direct calls
 
@@ -710,9 +732,14 @@ class Client:
             sync, self._unsynced = self._unsynced or bool(self._outgoing), False
         refs = [self._own_ref(object_id) for object_id in return_ids]
         if sync:
-            # The actor asks the node for the refs in the arguments, on its own
-            # connection: the node must have read what this process sent first.
-            self.request("sync")
+            # The worker asks the node for the refs in the arguments (and a lent
+            # worker for the function), on its own connection: the node must have
+            # read what this process sent first.
+            try:
+                self.request("sync")
+            except BaseException:
+                self._withdraw(spec.task_id)
+                raise
         try:
             link.send([(kind, spec_to_wire(spec))])
         except OSError:
@@ -721,10 +748,26 @@ class Client:
         self.stats["direct"] += 1
         return refs
 
+    def _withdraw(self, task_id: bytes) -> None:
+        """Forget a direct call that was never sent."""
+        with self._lock:
+            call = self._direct.pop(task_id, None)
+            if call is None:
+                return
+            self._unsynced = True  # the sync that failed is still owed
+            for object_id in call.return_ids:
+                self._pending_direct.discard(object_id)
+                self._subscribed.discard(object_id)
+        self._answered(call)
+
     def _on_link_messages(self, link: Link, messages: list[tuple[Any, ...]]) -> None:
-        for message in messages:
-            if message[0] == P.DONE:
-                self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
+        self._handling.depth = getattr(self._handling, "depth", 0) + 1
+        try:
+            for message in messages:
+                if message[0] == P.DONE:
+                    self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
+        finally:
+            self._handling.depth -= 1
 
     def _complete_direct(self, task_id: bytes, payloads: list[Payload]) -> None:
         """A direct call's answer came on its link."""
@@ -782,9 +825,10 @@ class Client:
             if link.lent_worker is not None:
                 # The node ends the lease when it sees the worker's process exit.
                 self._worker_links.pop(link.lent_worker, None)
-                lease = self._lent.pop(link.lent_worker, None)
-                if lease is not None and self._leases.get(lease.shape) is lease:
-                    del self._leases[lease.shape]
+                for lease in [lease for lease in self._lent.values() if lease.worker_id == link.lent_worker]:
+                    del self._lent[lease.lease_id]
+                    if self._leases.get(lease.shape) is lease:
+                        del self._leases[lease.shape]
             lost = [call for call in self._direct.values() if call.link is link]
             unheld: list[bytes] = []
             for call in lost:

@@ -162,7 +162,7 @@ class ClientState:
 class WorkerState:
     __slots__ = (
         "worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor",
-        "calls", "retiring", "idle_since", "node", "lessee", "lease", "lease_shape", "lease_revoked",
+        "calls", "retiring", "idle_since", "node", "lessee", "lease", "lease_id", "lease_shape", "lease_revoked",
     )
 
     def __init__(self, worker_id: int, process: Any, node: NodeRecord) -> None:
@@ -182,6 +182,7 @@ class WorkerState:
         # Lent to a caller, which sends it tasks of one shape directly (see _lend).
         self.lessee: ClientState | None = None
         self.lease: Allocation | None = None  # what it holds while lent
+        self.lease_id = 0  # which lending: a late LEASE_RETURN must not end the next one
         self.lease_shape: Any = None
         self.lease_revoked = False  # asked back; the lessee returns it once its tasks are answered
 
@@ -257,6 +258,7 @@ class Node:
             "objects_freed": 0,
         }
         self._seq = itertools.count()
+        self._lease_ids = itertools.count(1)
         self._worker_ids = itertools.count(len(workers) + 1)
         self._dirty: set[ClientState] = set()
         self._schedule_needed = False
@@ -443,7 +445,9 @@ class Node:
         if self.callers.get(client.id_prefix) is client:
             del self.callers[client.id_prefix]
         for worker in list(client.leases.values()):
-            self._end_lease(worker)
+            # It may still run a task the driver sent it, which the node cannot
+            # see: it keeps what it holds until it exits, after that task.
+            self._retire(worker)
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             for actor in list(self.actors.values()):
@@ -1084,13 +1088,14 @@ class Node:
         ):
             return False
         worker.lessee, worker.lease, worker.lease_shape = owner, task.allocation, task.shape
+        worker.lease_id = next(self._lease_ids)
         task.allocation = None
         task.worker = None
         owner.leases[task.shape] = worker
         self.lent.add(worker)
         self.stats["leases"] += 1
         address = socket_path(self.config.session_dir, worker.process.pid)
-        self._send(owner, (P.LEASE, worker.worker_id, address, self.config.session, task.shape))
+        self._send(owner, (P.LEASE, worker.lease_id, worker.worker_id, address, self.config.session, task.shape))
         return True
 
     def _revoke_leases(self) -> None:
@@ -1098,11 +1103,11 @@ class Node:
             if not worker.lease_revoked:
                 worker.lease_revoked = True
                 self.stats["leases_revoked"] += 1
-                self._send(worker.lessee, (P.LEASE_REVOKE, worker.worker_id))  # type: ignore[arg-type]
+                self._send(worker.lessee, (P.LEASE_REVOKE, worker.lease_id))  # type: ignore[arg-type]
 
     def _on_lease_return(self, client: ClientState, message: tuple[Any, ...]) -> None:
         worker = self.workers.get(message[1])
-        if worker is not None and worker.lessee is client:
+        if worker is not None and worker.lessee is client and worker.lease_id == message[2]:
             self._end_lease(worker)
 
     def _end_lease(self, worker: WorkerState) -> None:
@@ -1126,10 +1131,8 @@ class Node:
         worker = self.workers.get(worker_id)
         if worker is None or worker.lessee is not client or worker.client is None:
             return  # dead already: the caller resends or cancels what it had sent it
-        if force:
-            worker.process.kill()
-        else:
-            self._send(worker.client, (P.CANCEL, task_id))
+        # The worker checks that it still runs that task: it may have moved on to the next.
+        self._send(worker.client, (P.CANCEL, task_id, force))
 
     # -------------------------------------------------------------- actors
 

@@ -45,7 +45,7 @@ ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id) exit_actor() was called
 REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back yet, that left this process
 OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
-LEASE_RETURN = 40  # (LEASE_RETURN, worker_id) the caller is done with the worker the node lent it
+LEASE_RETURN = 40  # (LEASE_RETURN, worker_id, lease_id) the caller is done with the worker the node lent it
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})
@@ -60,11 +60,11 @@ PRINT = 22  # (PRINT, task_name, pid, is_stderr, [line, ...]) forwarded worker o
 EXIT = 23  # (EXIT,) the worker should exit
 BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: payload}, gpu_ids)
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
-CANCEL = 26  # (CANCEL, task_id) interrupt that task if it runs here, skip it if it has not started
+CANCEL = 26  # (CANCEL, task_id[, force]) interrupt (force: end the process) if it runs, else skip it
 REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
 ACTOR_ROUTE = 28  # (ACTOR_ROUTE, actor_id, direct_address, session) where to call the actor directly
-LEASE = 38  # (LEASE, worker_id, direct_address, session, shape) an idle worker lent for tasks of that shape
-LEASE_REVOKE = 39  # (LEASE_REVOKE, worker_id) others need it: return it once its tasks are answered
+LEASE = 38  # (LEASE, lease_id, worker_id, direct_address, session, shape) an idle worker lent for such tasks
+LEASE_REVOKE = 39  # (LEASE_REVOKE, lease_id) others need it: return it once its task is answered
 
 # Caller <-> worker on a direct connection (see direct.py): ACTOR_CALL (to an
 # actor), SUBMIT (to a leased worker) and CANCEL from the caller, DONE (as above)

@@ -131,11 +131,17 @@ class TaskExecutor:
             _restore_environment(saved_env)
             self.current = None
 
-    def cancel(self, task_id: bytes) -> None:
-        """Called by the thread reading the node when the node cancels ``task_id``."""
+    def cancel(self, task_id: bytes, force: bool = False) -> None:
+        """Called by the thread reading the node when the node cancels ``task_id``.
+
+        ``force`` (a task sent straight here by its caller): end this process if
+        it runs that task, as the node does by killing a worker it dispatched to.
+        """
         self.cancelled.add(task_id)
         current = self.current
         if self.actor_id is None and current is not None and current.task_id == task_id:
+            if force:
+                os._exit(1)
             # A real signal, so that blocking calls such as time.sleep() are interrupted too.
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
         elif self.cancel_async is not None:
@@ -241,8 +247,9 @@ class TaskExecutor:
             # Its memory and its refs must be the node's before this process lets go.
             self.client.send((P.OWNED_RESULT, spec.task_id, wires))
         else:
-            # What the call submitted reaches the node before its caller hears of it.
-            self.client.flush()
+            # What the call submitted, and refs it kept (ADDREF), reach the node
+            # before its caller hears of it and lets go of what it held for it.
+            self.client.sync()
             try:
                 link.send([(P.DONE, spec.task_id, wires, retryable)])
             except OSError:
@@ -415,7 +422,7 @@ def main(args: WorkerArgs) -> None:
         if message[0] == P.EXIT:
             inbox.put(None)
         elif message[0] == P.CANCEL:
-            executor.cancel(message[1])
+            executor.cancel(*message[1:])
         elif message[0] != P.PRINT:
             inbox.put(message)
 

@@ -124,3 +124,56 @@ def test_address_needs_no_resources_and_a_valid_form():
         actorkit.init(address="auto", num_cpus=2)
     with pytest.raises(ValueError, match="HOST:PORT"):
         actorkit.init(address="nonsense")
+
+
+def test_a_driver_that_leaves_a_task_on_its_lent_worker(cluster_env):
+    """The node cannot see that task: the worker keeps its CPU until it is done."""
+    started = cli(cluster_env, "start", "--head", "--num-cpus", "2")
+    assert started.returncode == 0, started.stderr
+    first = driver(
+        cluster_env,
+        """
+        import os, time
+        import actorkit as ray
+        from actorkit import runtime
+
+        ray.init(address="auto")
+
+        @ray.remote
+        def sleeper(seconds):
+            time.sleep(seconds)
+            return os.getpid()
+
+        ray.get(sleeper.remote(0))
+        client = runtime.current_client()
+        for _ in range(3):
+            before = client.stats["direct"]
+            orphan = ray.get(sleeper.remote(0))
+            if client.stats["direct"] > before:
+                break
+        sleeper.remote(60)
+        print("direct", client.stats["direct"], "orphan", orphan)
+        """,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "direct 0" not in first.stdout, first.stdout
+    orphan = first.stdout.split()[-1]
+    second = driver(
+        cluster_env,
+        """
+        import os
+        import actorkit as ray
+
+        ray.init(address="auto")
+
+        @ray.remote
+        def pid():
+            return os.getpid()
+
+        print("available", ray.available_resources().get("CPU"))
+        print("pids", *sorted({str(p) for p in ray.get([pid.remote() for _ in range(4)])}))
+        """,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "available 1" in second.stdout, second.stdout
+    assert orphan not in second.stdout.split("pids")[1], second.stdout

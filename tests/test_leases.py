@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -245,8 +246,9 @@ def test_print_from_a_direct_task_reaches_the_driver(tmp_path):
             ray.init(num_cpus=1)
             for i in range(3):
                 ray.get(say.remote(i))
-            print("direct", runtime.current_client().stats["direct"])
-            ray.shutdown()
+            direct = runtime.current_client().stats["direct"]
+            ray.shutdown()  # after it, no forwarded line can cut into this one
+            print("direct", direct)
             """
         ),
     )
@@ -254,3 +256,22 @@ def test_print_from_a_direct_task_reaches_the_driver(tmp_path):
     assert "direct 2" in proc.stdout, describe(proc)
     for i in range(3):
         assert f"said {i}" in proc.stdout, describe(proc)
+
+
+def test_a_task_submitted_from_a_callback_does_not_wait_on_its_own_thread(ray_start_shared):
+    # The callback runs on the thread that read the answer: a direct send that
+    # first needs the node's answer to "sync" would wait for that same thread.
+    half = add_one.options(num_cpus=0.5)
+    lent(half, 0)
+    lent(add_one, 0)
+    submitted = []
+    done = threading.Event()
+
+    def callback(_future):
+        ray.put(0)  # the node must hear of it before anything goes direct
+        submitted.append(half.remote(41))
+        done.set()
+
+    add_one.remote(1).future().add_done_callback(callback)
+    assert done.wait(T)
+    assert ray.get(submitted[0], timeout=T) == 42
