@@ -63,6 +63,7 @@ _PIPELINE_DEPTH = 2
 # wait for it even if another worker came free (or forever, behind one that
 # waits for something the caller does only later).
 _PIPELINE_MAX_TASK_S = 0.005
+_PIPELINE_MIN_RUNS = 5  # runs seen before a function counts as short
 # Idle workers beyond the warm pool (one per CPU) exit after this long.
 IDLE_WORKER_TIMEOUT_S = 5.0
 
@@ -240,7 +241,8 @@ class Node:
         self.running: dict[bytes, TaskRecord] = {}
         self.pending: dict[bytes, TaskRecord] = {}  # every task not finished yet, by id
         self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
-        self.durations: dict[bytes, float] = {}  # function id -> moving average run time
+        # Function id -> moving average run time, and how many runs it has seen.
+        self.durations: dict[bytes, tuple[float, int]] = {}
         self.actors: dict[bytes, ActorState] = {}
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
@@ -829,7 +831,7 @@ class Node:
             running = worker.task
             if (
                 running is not None
-                and self.durations.get(running.spec.function_id, 1.0) < _PIPELINE_MAX_TASK_S
+                and self._known_short(running.spec.function_id)
                 and now - running.started_at < _PIPELINE_MAX_TASK_S
                 and len(worker.queued) < _PIPELINE_DEPTH
                 and not worker.blocked
@@ -838,10 +840,19 @@ class Node:
                 and worker.actor is None
                 and worker.client is not None
                 and running.shape == task.shape
+                # The same function: a task never waits behind an unrelated one that
+                # happens to block this time (its runs on a lent worker go unseen here).
+                and running.spec.function_id == task.spec.function_id
                 and running.allocation is not None
             ):
                 return worker
         return None
+
+    def _known_short(self, function_id: bytes) -> bool:
+        # Several runs, not one: a lent worker's runs are not seen here, so a
+        # function the node saw once (quickly) may be one that usually waits.
+        average, runs = self.durations.get(function_id, (1.0, 0))
+        return runs >= _PIPELINE_MIN_RUNS and average < _PIPELINE_MAX_TASK_S
 
     def _queue_behind(self, task: TaskRecord, worker: WorkerState) -> None:
         self.stats["tasks_lined_up"] += 1
@@ -923,8 +934,8 @@ class Node:
             worker.task = None
             now = time.monotonic()
             took = now - task.started_at
-            average = self.durations.get(task.spec.function_id)
-            self.durations[task.spec.function_id] = took if average is None else 0.8 * average + 0.2 * took
+            average, runs = self.durations.get(task.spec.function_id, (took, 0))
+            self.durations[task.spec.function_id] = (0.8 * average + 0.2 * took, runs + 1)
             if worker.queued:
                 # The next task lined up on this worker has already started: it
                 # inherits the allocation (same shape), nothing to release or acquire.
