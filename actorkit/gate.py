@@ -21,6 +21,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from .protocol import shut
+
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 16
 
@@ -80,7 +82,7 @@ class Gate:
     def _handshake(self, sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
         sock.setblocking(True)
         # A peer that does not finish in time is cut off: its reads fail at once.
-        deadline = threading.Timer(HANDSHAKE_TIMEOUT_S, _shut, (sock,))
+        deadline = threading.Timer(HANDSHAKE_TIMEOUT_S, shut, (sock,))
         deadline.start()
         conn = Connection(os.dup(sock.fileno()))
         try:
@@ -100,20 +102,10 @@ class Gate:
     def close(self) -> None:
         self._closed = True
         for sock in self._sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            shut(sock)
             sock.close()
         for path in self._unix_paths:
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -117,10 +117,7 @@ class MemberNode:
 
     def stop(self) -> None:
         self._stopping.set()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the loop reading from the head
-        except OSError:
-            pass
+        P.shut(self._sock)  # wakes the loop reading from the head
 
     def _serve_head(self, on_joined: Any) -> None:
         while not self._stopping.is_set():

@@ -78,6 +78,14 @@ FREE_COPY = 34  # (FREE_COPY, [object_id, ...]) drop the member's copies of thes
 NODES = 35  # (NODES, {session: transfer_address}) every live node, after each change
 
 
+def shut(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways: a thread blocked reading it wakes up (close() alone may not wake it)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected, or closed already
+
+
 class ChannelClosed(ConnectionError):
     """The peer closed the connection."""
 
@@ -133,10 +141,7 @@ class Channel:
         return pickle.loads(body)
 
     def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shut(self._sock)
         self._sock.close()
         try:
             self._reader.close()
