@@ -99,14 +99,13 @@ class _Waiter:
 class _Lease:
     """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
 
-    __slots__ = ("lease_id", "worker_id", "address", "shape", "link", "busy", "revoked")
+    __slots__ = ("lease_id", "worker_id", "address", "shape", "busy", "revoked")
 
     def __init__(self, lease_id: int, worker_id: int, address: str, shape: Any) -> None:
         self.lease_id = lease_id
         self.worker_id = worker_id
         self.address = address
         self.shape = shape
-        self.link: Link | None = None  # connected on first use
         self.busy = False  # a task sent on it is not answered yet: the next goes through the node
         self.revoked = False  # the node wants it back: returned once not busy
 
@@ -213,9 +212,6 @@ class Client:
         # last confirmed it had read everything: a direct call must not overtake that.
         self._unsynced = False
         self._link_reading = threading.Lock()  # one thread at a time reads a connection in get()
-        # Per thread: inside a handler of what a connection brought (a callback may
-        # submit there), where waiting for the node's answer would wait for this thread.
-        self._handling = threading.local()
         self._wake_r, self._wake_w = os.pipe()
         self._id_prefix = os.urandom(8)
         self._counter = itertools.count(1)
@@ -396,7 +392,6 @@ class Client:
     # ------------------------------------------------------------ receiving
 
     def _on_node_messages(self, _link: Link, messages: list[tuple[Any, ...]]) -> None:
-        self._handling.depth = getattr(self._handling, "depth", 0) + 1
         try:
             for message in messages:
                 if message[0] == P.READY:
@@ -419,8 +414,6 @@ class Client:
         except BaseException as e:  # a bug: make it visible to every waiter
             self._fail(e)
             raise
-        finally:
-            self._handling.depth -= 1
 
     def _on_node_lost(self, _link: Link) -> None:
         if not self.closed:
@@ -561,9 +554,9 @@ class Client:
             if link is not None:
                 return self._submit_direct(spec, link, None)
         elif self._leases:
-            lease = self._take_lease(spec)
-            if lease is not None:
-                return self._submit_direct(spec, lease.link, lease)  # type: ignore[arg-type]
+            taken = self._take_lease(spec)
+            if taken is not None:
+                return self._submit_direct(spec, taken[1], taken[0])
         return_ids = spec.return_ids()
         with self._lock:
             if spec.function_bytes is not None:
@@ -579,10 +572,10 @@ class Client:
                 if return_ids:
                     self._node_call_of[return_ids[0]] = actor_id
         refs = [self._own_ref(object_id) for object_id in return_ids]
+        message: tuple[Any, ...] = (kind, spec_to_wire(spec))
         if self.parent_task is not None and kind == P.SUBMIT:
-            self.send_soon((kind, spec_to_wire(spec), False, self.parent_task), at_once=idle)
-        else:
-            self.send_soon((kind, spec_to_wire(spec)), at_once=idle)
+            message += (False, self.parent_task)
+        self.send_soon(message, at_once=idle)
         self.stats["submitted"] += 1
         return refs
 
@@ -646,8 +639,14 @@ class Client:
                 del self._leases[lease.shape]
             if lease.busy:
                 return  # given back when its task is answered
-            del self._lent[lease_id]
+            self._drop_lease_locked(lease)
         self._give_back(lease)
+
+    def _drop_lease_locked(self, lease: _Lease) -> None:
+        """Hold ``lease`` no more (the caller gives it back, or its worker died)."""
+        del self._lent[lease.lease_id]
+        if self._leases.get(lease.shape) is lease:
+            del self._leases[lease.shape]
 
     def _give_back(self, lease: _Lease) -> None:
         # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
@@ -657,8 +656,8 @@ class Client:
             self._outgoing.append((P.LEASE_RETURN, lease.worker_id, lease.lease_id))
         self._wake.put(_FLUSH)
 
-    def _take_lease(self, spec: TaskSpec) -> _Lease | None:
-        """An idle lease to send ``spec`` on, marked busy; None to send it through the node."""
+    def _take_lease(self, spec: TaskSpec) -> tuple[_Lease, Link] | None:
+        """An idle lease to send ``spec`` on, marked busy, and its link; None to send it through the node."""
         if spec.function_bytes is not None or not spec.may_go_direct():
             return None  # the node must see the function first
         shape = shape_of(spec.resources)[1]
@@ -668,10 +667,11 @@ class Client:
                 return None
             if any(object_id not in self._ready for object_id in spec.deps):
                 return None  # the node starts it once they are ready, not a worker waiting in get()
-            if (self._unsynced or self._outgoing) and getattr(self._handling, "depth", 0):
-                return None  # it would need a sync, which this thread would have to read
+            if (self._unsynced or self._outgoing) and self._hub.handling():
+                # It would need a sync, whose answer this thread (a callback's) would have to read.
+                return None
             lease.busy = True
-            link = lease.link = lease.link or self._worker_links.get(lease.worker_id)
+            link = self._worker_links.get(lease.worker_id)
         if link is None:
             try:
                 link = self._hub.connect(lease.address, self.authkey, None, self._on_link_messages, self._on_link_lost)
@@ -680,15 +680,15 @@ class Client:
             with self._lock:
                 if link is None:  # it died, or never listened: the node has the rest to say
                     lease.busy = False
-                    self._leases.pop(shape, None)
-                    self._lent.pop(lease.lease_id, None)
+                    if lease.lease_id in self._lent:
+                        self._drop_lease_locked(lease)
                 else:
                     link.lent_worker = lease.worker_id
-                    lease.link = self._worker_links[lease.worker_id] = link
+                    self._worker_links[lease.worker_id] = link
             if link is None:
                 self._give_back(lease)
                 return None
-        return lease
+        return lease, link
 
     def _answered(self, call: _DirectCall) -> None:
         """A direct call is answered: let go of what it held, and of its lease if it was asked back."""
@@ -707,9 +707,7 @@ class Client:
         with self._lock:
             idle = [lease for lease in self._lent.values() if not lease.busy]
             for lease in idle:
-                del self._lent[lease.lease_id]
-                if self._leases.get(lease.shape) is lease:
-                    del self._leases[lease.shape]
+                self._drop_lease_locked(lease)
         for lease in idle:
             self._give_back(lease)
 
@@ -761,13 +759,9 @@ class Client:
         self._answered(call)
 
     def _on_link_messages(self, link: Link, messages: list[tuple[Any, ...]]) -> None:
-        self._handling.depth = getattr(self._handling, "depth", 0) + 1
-        try:
-            for message in messages:
-                if message[0] == P.DONE:
-                    self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
-        finally:
-            self._handling.depth -= 1
+        for message in messages:
+            if message[0] == P.DONE:
+                self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
 
     def _complete_direct(self, task_id: bytes, payloads: list[Payload]) -> None:
         """A direct call's answer came on its link."""
@@ -826,9 +820,7 @@ class Client:
                 # The node ends the lease when it sees the worker's process exit.
                 self._worker_links.pop(link.lent_worker, None)
                 for lease in [lease for lease in self._lent.values() if lease.worker_id == link.lent_worker]:
-                    del self._lent[lease.lease_id]
-                    if self._leases.get(lease.shape) is lease:
-                        del self._leases[lease.shape]
+                    self._drop_lease_locked(lease)
             lost = [call for call in self._direct.values() if call.link is link]
             unheld: list[bytes] = []
             for call in lost:

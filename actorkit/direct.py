@@ -74,10 +74,7 @@ class Link:
             self.sock.sendall(frame)
 
     def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        P.shut(self.sock)
         self.sock.close()
 
 
@@ -116,6 +113,7 @@ class Hub:
         self._links: set[Link] = set()
         self._suspended: set[Link] = set()  # read by another thread for now
         self._closed = False
+        self._handling = threading.local()  # per thread: inside read()'s handler, how deep
         self.stats = {"links": 0, "lost": 0}
 
     def __repr__(self) -> str:
@@ -162,8 +160,17 @@ class Hub:
             link.on_lost(link)
             return False
         if messages:
-            link.on_messages(link, messages)
+            self._handling.depth = self.handling() + 1
+            try:
+                link.on_messages(link, messages)
+            finally:
+                self._handling.depth -= 1
         return True
+
+    def handling(self) -> int:
+        """Whether this thread runs a handler of what a link brought (a callback, say):
+        it must not wait for an answer that only a read by this very thread would bring."""
+        return getattr(self._handling, "depth", 0)
 
     def suspend(self, link: Link) -> bool:
         """Stop reading ``link`` (its caller will); False if it is closed already."""

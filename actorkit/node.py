@@ -187,6 +187,15 @@ class WorkerState:
         self.lease_shape: Any = None
         self.lease_revoked = False  # asked back; the lessee returns it once its tasks are answered
 
+    @property
+    def holding(self) -> Allocation | None:
+        """What the worker's work holds: its task's (an actor's creation too), its actor's, or its lease's."""
+        if self.task is not None:
+            return self.task.allocation
+        if self.actor is not None:
+            return self.actor.allocation
+        return self.lease
+
     def __repr__(self) -> str:
         pid = self.process.pid
         doing = f"running {self.task.spec.name}" if self.task else "idle"
@@ -1011,9 +1020,7 @@ class Node:
             self.running.pop(task.spec.task_id, None)
             self.ready.push(task, front=True)
         self._send(client, (P.REVOKED, [t.spec.task_id for t in revoked]))
-        allocation = worker.actor.allocation if worker.actor is not None else worker.lease
-        if worker.task is not None:
-            allocation = worker.task.allocation
+        allocation = worker.holding
         if allocation is not None:
             worker.blocked = True
             allocation.ledger.lend_cpus(allocation)
@@ -1023,9 +1030,7 @@ class Node:
         worker = client.worker
         if worker is None:
             return
-        allocation = worker.task.allocation if worker.task is not None else worker.lease
-        if worker.actor is not None:
-            allocation = worker.actor.allocation
+        allocation = worker.holding
         if allocation is not None:
             worker.blocked = False
             allocation.ledger.reclaim_cpus(allocation)
@@ -1367,7 +1372,8 @@ class Node:
         return self._error_payload(TaskCancelledError(f"task {task.spec.name} ({task.spec.task_id.hex()}) was cancelled"))
 
     def _request_cancel_children(self, client: ClientState, task_id: bytes, force: bool) -> None:
-        """Cancel what a task sent straight to a lent worker submitted (the node never saw the task)."""
+        """Cancel, recursively, the tasks ``task_id`` submitted (a caller asks for this
+        itself for a task it sent straight to a lent worker: the node never saw it)."""
         for child in list(self.children.get(task_id, ())):
             self._request_cancel(client, child, force, True)
 
@@ -1378,8 +1384,7 @@ class Node:
         if force and task.spec.actor_id is not None:
             raise ValueError("force=True is not supported for actor tasks; use kill() to stop an actor")
         if recursive:
-            for child in list(self.children.get(task_id, ())):
-                self._request_cancel(client, child, force, recursive)
+            self._request_cancel_children(client, task_id, force)
         self._cancel(task, force)
 
     def _cancel(self, task: TaskRecord, force: bool) -> None:
