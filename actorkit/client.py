@@ -840,7 +840,8 @@ class Client:
                 self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
                 if call.return_ids:
                     self._node_call_of[call.return_ids[0]] = actor_id
-                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), True))
+                # Lost on that process: the node tells whether it has seen it die yet.
+                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), link.address or True))
             if unheld:
                 self._outgoing.append((P.DECREF, unheld))
             if self.closed or not lost:

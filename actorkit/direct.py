@@ -59,6 +59,7 @@ class Link:
         self.on_lost = on_lost
         self.actor_id = actor_id  # on the caller's side: the actor it reaches
         self.lent_worker: int | None = None  # on the caller's side: the lent worker it reaches
+        self.address: str | None = None  # on the caller's side: where it connected
         self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
         self._send_lock = threading.Lock()
 
@@ -122,6 +123,7 @@ class Hub:
     def connect(self, address: str, authkey: bytes, actor_id: bytes | None, on_messages: OnMessages, on_lost: OnLost) -> Link:
         """A link to the worker listening at ``address`` (OSError or EOFError if it is gone)."""
         link = Link(P.connect(address, authkey), on_messages, on_lost, actor_id)
+        link.address = address
         self.add(link)
         return link
 

@@ -1225,7 +1225,7 @@ class Node:
         actor = self.actors[message[1]]
         self._bury(actor, self._actor_died(actor, "it called exit_actor()"))
 
-    def _enqueue_actor_call(self, task: TaskRecord, lost: bool = False) -> None:
+    def _enqueue_actor_call(self, task: TaskRecord, lost: Any = False) -> None:
         actor = self.actors.get(task.spec.actor_id)  # type: ignore[arg-type]
         if actor is None or actor.state == "DEAD":
             death = actor.death if actor is not None else None
@@ -1236,8 +1236,10 @@ class Node:
             self._finish(task, [death] * task.spec.num_returns)
             return
         task.retries_left = _forever(actor.spec.max_task_retries)
-        if lost:
+        if lost and not (actor.state == "ALIVE" and lost == actor.direct_address):
             # Sent directly to a process that died before answering: a retry, if any is left.
+            # (Unless this loop has not seen that process die yet: the call then goes to
+            # it like any other, and its death retries the call once, with the others.)
             if task.retries_left <= 0:
                 error = self._actor_died(
                     actor, "its process died while running this call, and max_task_retries allows no retry"
