@@ -46,7 +46,8 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import payload as payload_codec
@@ -65,6 +66,20 @@ _RELEASED = object()  # wakes the flusher to send released references, after a m
 # process sends anyway. Waking the flusher for each would cost a thread switch
 # per dropped ref; it waits this long first, gathering the rest.
 RELEASE_DELAY_S = 0.005
+# A lent worker gets its next tasks while it runs one, so that it never waits
+# for the round trip to this process: but only for a function known to be short
+# (these many runs on leases, averaging under that long), as a task sent behind
+# a long one waits for it even if another worker comes free.
+# The deeper for the shorter tasks, as long as what waits on a worker is about
+# that much work: a worker that never waits for this process is never woken.
+_SHORT_RUNS = 5
+_SHORT_S = 0.005
+LEASE_QUEUE_S = 0.002
+LEASE_MAX_DEPTH = 16
+# Tasks wait for a lease's room in this process, and the thread that reads the
+# answers sends them: only tasks whose arguments travel in a small frame, which
+# a worker busy with its current task cannot leave that thread blocked on.
+LEASE_MAX_INLINE = 1 << 16
 
 
 class _Reply:
@@ -99,35 +114,39 @@ class _Waiter:
 class _Lease:
     """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
 
-    __slots__ = ("lease_id", "worker_id", "address", "shape", "busy", "revoked")
+    __slots__ = ("lease_id", "worker_id", "address", "shape", "inflight", "function", "revoked", "answered_at")
 
     def __init__(self, lease_id: int, worker_id: int, address: str, shape: Any) -> None:
         self.lease_id = lease_id
         self.worker_id = worker_id
         self.address = address
         self.shape = shape
-        self.busy = False  # a task sent on it is not answered yet: the next goes through the node
-        self.revoked = False  # the node wants it back: returned once not busy
+        self.inflight = 0  # tasks sent on it and not answered yet
+        self.function = b""  # the function of those tasks: only its own wait behind one
+        self.revoked = False  # the node wants it back: returned once none is in flight
+        self.answered_at = 0.0  # when its last task was answered: when the next one started
 
     def __repr__(self) -> str:
-        state = "revoked" if self.revoked else "busy" if self.busy else "idle"
+        state = "revoked" if self.revoked else f"{self.inflight} in flight"
         return f"<Lease worker {self.worker_id} {dict(self.shape)} {state}>"
 
 
 class _DirectCall:
-    """An actor call, or a task to a lent worker, sent on a direct link and not answered yet."""
+    """An actor call, or a task for a lent worker, sent on a direct link (or waiting for
+    a lease: ``link`` and ``lease`` None) and not answered yet."""
 
-    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease")
+    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease", "sent_at")
 
     def __init__(
-        self, spec: TaskSpec, link: Link | Loopback, return_ids: list[bytes], hold: tuple[bytes, ...], lease: _Lease | None
+        self, spec: TaskSpec, link: Link | Loopback | None, return_ids: list[bytes], hold: tuple[bytes, ...]
     ) -> None:
         self.spec = spec  # resent through the node if the link breaks
         self.link = link
         self.return_ids = return_ids
         self.hold = hold  # counted refs kept until the answer: arguments, and the actor itself
         self.cancelled = False
-        self.lease = lease  # for a task: the lease it went on
+        self.lease: _Lease | None = None  # for a task: the lease it went on
+        self.sent_at = 0.0  # for a task: when it went, to learn which functions are short
 
 
 class Client:
@@ -202,8 +221,12 @@ class Client:
         self._local_only: set[bytes] = set()  # results of direct calls, back, unknown to the node
         self._promised: set[bytes] = set()  # pending direct results the node was told of
         # Workers lent by the node (see the module docstring).
-        self._leases: dict[Any, _Lease] = {}  # task shape -> lease to send such tasks on, not revoked
+        self._leases: dict[Any, list[_Lease]] = {}  # task shape -> leases to send such tasks on, not revoked
         self._lent: dict[int, _Lease] = {}  # lease id -> every lease held, revoked ones included
+        # Tasks for lent workers, waiting for room on a lease of their shape (sent in order).
+        self._backlog: dict[Any, deque[_DirectCall]] = {}
+        self._wanted: set[Any] = set()  # shapes this process asked the node for one more lease of
+        self._durations: dict[bytes, tuple[float, int]] = {}  # function id -> (moving average, runs) on leases
         self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
         # In a worker, the task it runs when the node never saw it (sent by a lessee):
         # the parent of the tasks it submits.
@@ -420,6 +443,7 @@ class Client:
             self._fail(NodeDiedError("the node server closed the connection"))
 
     def _on_ready(self, object_id: bytes, payload: Payload) -> None:
+        answered = None
         with self._lock:
             self._unanswered.discard(object_id)
             actor_id = self._node_call_of.pop(object_id, None)
@@ -430,7 +454,7 @@ class Client:
                 else:
                     del self._node_calls[actor_id]
             if object_id in self._pending_direct:
-                self._answered_through_node(object_id)
+                answered = self._answered_through_node(object_id)
             callbacks = self._callbacks.pop(object_id, None)
             if object_id in self._local_refs:
                 self._ready[object_id] = payload
@@ -438,6 +462,8 @@ class Client:
                 waiter.remaining -= 1
                 if waiter.remaining == 0:
                     waiter.wake(self._wake_w)
+        if answered is not None:
+            self._answered(answered)
         for callback in callbacks or ():
             try:
                 callback(payload)
@@ -552,11 +578,11 @@ class Client:
         if kind == P.ACTOR_CALL:
             link = self._direct_link(spec.actor_id)  # type: ignore[arg-type]
             if link is not None:
-                return self._submit_direct(spec, link, None)
+                return self._submit_direct(spec, link)
         elif self._leases:
-            taken = self._take_lease(spec)
-            if taken is not None:
-                return self._submit_direct(spec, taken[1], taken[0])
+            shape = shape_of(spec.resources)[1]
+            if self._may_lease(spec, shape):
+                return self._submit_direct(spec, None, shape)
         return_ids = spec.return_ids()
         with self._lock:
             if spec.function_bytes is not None:
@@ -620,14 +646,40 @@ class Client:
         return link
 
     # ---------------------------------------------------------- lent workers
+    #
+    # A task of a shape this process holds a lease of waits in ``_backlog`` (its
+    # results already promised to it, as for any direct call) until a lease of
+    # that shape has room, and goes straight to that worker.  While tasks wait,
+    # this process asks the node for one more lease of their shape at a time.
+    # The node asks leases back once others' tasks wait for resources: the
+    # tasks still waiting here then go through the node (``_requeue_locked``).
 
     def _on_lease(self, lease_id: int, worker_id: int, address: str, session: str, shape: Any) -> None:
         lease = _Lease(lease_id, worker_id, address, shape)
         with self._lock:
-            if session == self.session and shape not in self._leases and not self.closed:
-                self._leases[shape] = self._lent[lease_id] = lease
-                return
-        self._give_back(lease)  # a unix socket on another machine: of no use here
+            self._wanted.discard(shape)
+            link = self._worker_links.get(worker_id)
+            usable = session == self.session and not self.closed  # else a unix socket on another machine
+        if usable and link is None:
+            try:
+                link = self._hub.connect(address, self.authkey, None, self._on_link_messages, self._on_link_lost)
+            except (OSError, EOFError):
+                usable = False  # it died, or never listened: the node has the rest to say
+        with self._lock:
+            if usable and link is not None and not self.closed:
+                link.lent_worker = worker_id
+                self._worker_links[worker_id] = link
+                self._leases.setdefault(shape, []).append(lease)
+                self._lent[lease_id] = lease
+                usable = True
+            else:
+                usable = False
+                release = self._requeue_locked(shape)
+        if usable:
+            self._pump(shape)
+        else:
+            self._give_back(lease)
+            self._resent(release)
 
     def _on_lease_revoke(self, lease_id: int) -> None:
         with self._lock:
@@ -635,18 +687,27 @@ class Client:
             if lease is None:
                 return  # given back already (the return crossed the revocation), or its worker died
             lease.revoked = True
-            if self._leases.get(lease.shape) is lease:
+            self._unlist_locked(lease)
+            idle = lease.inflight == 0
+            if idle:
+                del self._lent[lease_id]
+            release = self._requeue_locked(lease.shape)
+        if idle:
+            self._give_back(lease)  # else once its tasks are answered
+        self._resent(release)
+
+    def _unlist_locked(self, lease: _Lease) -> None:
+        """Send nothing more on ``lease``."""
+        leases = self._leases.get(lease.shape)
+        if leases is not None and lease in leases:
+            leases.remove(lease)
+            if not leases:
                 del self._leases[lease.shape]
-            if lease.busy:
-                return  # given back when its task is answered
-            self._drop_lease_locked(lease)
-        self._give_back(lease)
 
     def _drop_lease_locked(self, lease: _Lease) -> None:
         """Hold ``lease`` no more (the caller gives it back, or its worker died)."""
-        del self._lent[lease.lease_id]
-        if self._leases.get(lease.shape) is lease:
-            del self._leases[lease.shape]
+        self._lent.pop(lease.lease_id, None)
+        self._unlist_locked(lease)
 
     def _give_back(self, lease: _Lease) -> None:
         # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
@@ -656,56 +717,140 @@ class Client:
             self._outgoing.append((P.LEASE_RETURN, lease.worker_id, lease.lease_id))
         self._wake.put(_FLUSH)
 
-    def _take_lease(self, spec: TaskSpec) -> tuple[_Lease, Link] | None:
-        """An idle lease to send ``spec`` on, marked busy, and its link; None to send it through the node."""
-        if spec.function_bytes is not None or not spec.may_go_direct():
-            return None  # the node must see the function first
-        shape = shape_of(spec.resources)[1]
-        with self._lock:
-            lease = self._leases.get(shape)
-            if lease is None or lease.busy:
-                return None
-            if any(object_id not in self._ready for object_id in spec.deps):
-                return None  # the node starts it once they are ready, not a worker waiting in get()
-            if (self._unsynced or self._outgoing) and self._hub.handling():
-                # It would need a sync, whose answer this thread (a callback's) would have to read.
-                return None
-            lease.busy = True
-            link = self._worker_links.get(lease.worker_id)
-        if link is None:
-            try:
-                link = self._hub.connect(lease.address, self.authkey, None, self._on_link_messages, self._on_link_lost)
-            except (OSError, EOFError):
-                link = None
-            with self._lock:
-                if link is None:  # it died, or never listened: the node has the rest to say
-                    lease.busy = False
-                    if lease.lease_id in self._lent:
-                        self._drop_lease_locked(lease)
-                else:
-                    link.lent_worker = lease.worker_id
-                    self._worker_links[lease.worker_id] = link
-            if link is None:
-                self._give_back(lease)
-                return None
-        return lease, link
+    def _may_lease(self, spec: TaskSpec, shape: Any) -> bool:
+        """Whether ``spec`` may wait here for a lent worker rather than go through the node."""
+        return (
+            bool(self._leases.get(shape))
+            and spec.function_bytes is None  # the node must see the function first
+            and spec.may_go_direct()
+            and len(spec.args.data or b"") < LEASE_MAX_INLINE
+            # The node starts a task once its arguments are ready, not a worker waiting in get().
+            and all(object_id in self._ready for object_id in spec.deps)
+            # It would need a sync, whose answer this thread (a callback's) would have to read.
+            and not ((self._unsynced or self._outgoing) and self._hub.handling())
+        )
 
-    def _answered(self, call: _DirectCall) -> None:
-        """A direct call is answered: let go of what it held, and of its lease if it was asked back."""
+    def _roomiest_locked(self, shape: Any, function_id: bytes) -> _Lease | None:
+        """The lease of ``shape`` with the fewest tasks in flight, if it has room for one
+        more of ``function_id``: it is idle, or runs that function, known to be short."""
+        average, runs = self._durations.get(function_id, (1.0, 0))
+        depth = 1
+        if runs >= _SHORT_RUNS and average < _SHORT_S:
+            depth = max(2, min(LEASE_MAX_DEPTH, int(LEASE_QUEUE_S / average) if average else LEASE_MAX_DEPTH))
+        best = None
+        for lease in self._leases.get(shape, ()):
+            if lease.inflight == 0 or (lease.function == function_id and lease.inflight < depth):
+                if best is None or lease.inflight < best.inflight:
+                    best = lease
+        return best
+
+    def _pump(self, shape: Any) -> None:
+        """Send tasks waiting for a lease of ``shape`` to leases with room (one frame per
+        worker); ask for one more lease if some still wait.  From any thread, unlocked."""
+        ask = False
+        sends: dict[Link, list[_DirectCall]] = {}
+        with self._lock:
+            backlog = self._backlog.get(shape)
+            while backlog and not self.closed:
+                lease = self._roomiest_locked(shape, backlog[0].spec.function_id)
+                if lease is None:
+                    ask = shape not in self._wanted
+                    self._wanted.add(shape)
+                    break
+                call = backlog.popleft()
+                call.lease = lease
+                lease.inflight += 1
+                lease.function = call.spec.function_id
+                link = call.link = self._worker_links[lease.worker_id]
+                sends.setdefault(link, []).append(call)
+            if backlog is not None and not backlog:
+                del self._backlog[shape]
+        now = time.monotonic()
+        for link, calls in sends.items():
+            for call in calls:
+                call.sent_at = now
+            try:
+                link.send([(P.SUBMIT, spec_to_wire(call.spec)) for call in calls])
+            except OSError:
+                self._on_link_lost(link)  # resends them through the node
+            self.stats["direct"] += len(calls)
+        if ask:
+            try:
+                self._send([(P.LEASE_REQUEST, shape)])
+            except BaseException:
+                pass  # the node is gone: waiters hear of it
+
+    def _requeue_locked(self, shape: Any) -> list[bytes] | None:
+        """Once no lease of ``shape`` is left, send the tasks waiting for one through the node.
+
+        Returns the refs to let go of once that is sent (see ``_resent``), or None.
+        """
+        if self._leases.get(shape) or shape not in self._backlog:
+            return None
+        release: list[bytes] = []
+        for call in self._backlog.pop(shape):
+            release.extend(self._through_node_locked(call, False))
+        return release
+
+    def _resent(self, release: Iterable[bytes] | None) -> None:
+        """Let go of what calls sent through the node instead held, after they are sent."""
+        if release is None:
+            return
+        for object_id in release:
+            self.release_ref(object_id)  # drained after the buffered submissions: the node pins first
+        self._wake.put(_FLUSH)
+
+    def _through_node_locked(self, call: _DirectCall, lost: Any) -> tuple[bytes, ...]:
+        """Buffer ``call`` to go through the node instead; returns what it held."""
+        del self._direct[call.spec.task_id]
+        unheld = []
+        for object_id in call.return_ids:
+            self._pending_direct.discard(object_id)
+            self._promised.discard(object_id)
+            if object_id not in self._local_refs:
+                unheld.append(object_id)  # the node will count it held: let go after
+        actor_id = call.spec.actor_id
+        if actor_id is None:
+            self._outgoing.append((P.SUBMIT, spec_to_wire(call.spec), lost))
+        else:
+            self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
+            if call.return_ids:
+                self._node_call_of[call.return_ids[0]] = actor_id
+            self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), lost))
+        if unheld:
+            self._outgoing.append((P.DECREF, unheld))
+        return call.hold
+
+    def _answered(self, call: _DirectCall, pump: bool = True) -> Any:
+        """A direct call is answered: let go of what it held, and of its lease if it was
+        asked back.  Sends what waits for its lease, unless ``pump`` is False: then
+        returns the shape to ``_pump`` (or None), for a caller that settles several."""
         for object_id in call.hold:
             self.release_ref(object_id)
         lease = call.lease
-        if lease is not None:
-            with self._lock:
-                lease.busy = False
-                give_back = lease.revoked and self._lent.pop(lease.lease_id, None) is lease
-            if give_back:
-                self._give_back(lease)
+        if lease is None:
+            return None
+        with self._lock:
+            lease.inflight -= 1
+            now = time.monotonic()
+            # From when it started: when it was sent, or when the one before it on the worker ended.
+            took = now - max(call.sent_at, lease.answered_at)
+            lease.answered_at = now
+            average, runs = self._durations.get(call.spec.function_id, (took, 0))
+            self._durations[call.spec.function_id] = (0.8 * average + 0.2 * took, runs + 1)
+            give_back = lease.revoked and lease.inflight == 0 and self._lent.pop(lease.lease_id, None) is lease
+        if give_back:
+            self._give_back(lease)
+            return None
+        if not pump:
+            return lease.shape
+        self._pump(lease.shape)
+        return None
 
     def return_idle_leases(self) -> None:
         """Give back every idle lent worker (before asking the node what is free)."""
         with self._lock:
-            idle = [lease for lease in self._lent.values() if not lease.busy]
+            idle = [lease for lease in self._lent.values() if lease.inflight == 0]
             for lease in idle:
                 self._drop_lease_locked(lease)
         for lease in idle:
@@ -713,17 +858,18 @@ class Client:
 
     # ------------------------------------------------------------ direct calls
 
-    def _submit_direct(self, spec: TaskSpec, link: Link | Loopback, lease: _Lease | None) -> list[ObjectRef]:
+    def _submit_direct(self, spec: TaskSpec, link: Link | Loopback | None, shape: Any = None) -> list[ObjectRef]:
+        """Send ``spec`` on ``link`` (an actor's call), or (``link`` None) queue it for a
+        lease of ``shape``."""
         return_ids = spec.return_ids()
         hold = (*spec.deps, *spec.args.contained)
         if spec.actor_id is not None:
             hold += (spec.actor_id,)
-        kind = P.SUBMIT if lease is not None else P.ACTOR_CALL
         with self._lock:
             self._check_open()
             for object_id in hold:
                 self._count_ref(object_id)
-            self._direct[spec.task_id] = _DirectCall(spec, link, return_ids, hold, lease)
+            call = self._direct[spec.task_id] = _DirectCall(spec, link, return_ids, hold)
             self._pending_direct.update(return_ids)
             self._subscribed.update(return_ids)  # they come on the link, unasked
             # Buffered submissions too: the actor may wait for their results.
@@ -738,11 +884,21 @@ class Client:
             except BaseException:
                 self._withdraw(spec.task_id)
                 raise
+        self.stats["submitted"] += 1
+        if link is None:
+            with self._lock:
+                release = None
+                if self._leases.get(shape):
+                    self._backlog.setdefault(shape, deque()).append(call)
+                else:  # revoked meanwhile
+                    release = self._through_node_locked(call, False)
+            self._resent(release)
+            self._pump(shape)
+            return refs
         try:
-            link.send([(kind, spec_to_wire(spec))])
+            link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
         except OSError:
             self._on_link_lost(link)  # type: ignore[arg-type]  # resends it through the node
-        self.stats["submitted"] += 1
         self.stats["direct"] += 1
         return refs
 
@@ -759,16 +915,20 @@ class Client:
         self._answered(call)
 
     def _on_link_messages(self, link: Link, messages: list[tuple[Any, ...]]) -> None:
+        shapes = set()
         for message in messages:
             if message[0] == P.DONE:
-                self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]])
+                shapes.add(self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]], False))
+        shapes.discard(None)
+        for shape in shapes:
+            self._pump(shape)  # once for the frame: what a worker answered at once, it gets in one frame
 
-    def _complete_direct(self, task_id: bytes, payloads: list[Payload]) -> None:
-        """A direct call's answer came on its link."""
+    def _complete_direct(self, task_id: bytes, payloads: list[Payload], pump: bool = True) -> Any:
+        """A direct call's answer came on its link (see ``_answered`` for ``pump``)."""
         with self._lock:
             call = self._direct.pop(task_id, None)
             if call is None:
-                return
+                return None
         if call.cancelled and payloads and payloads[0].is_error:
             payloads = [self._cancelled(call.spec)] * len(payloads)
         for object_id, payload in zip(call.return_ids, payloads):
@@ -789,19 +949,18 @@ class Client:
             for message in publish:
                 self.send_soon(message, at_once=False)  # the first wakes the flusher
             self._on_ready(object_id, payload)
-        self._answered(call)
+        return self._answered(call, pump)
 
-    def _answered_through_node(self, object_id: bytes) -> None:
-        """A direct call's result came as the node's READY (OWNED_RESULT); called locked."""
+    def _answered_through_node(self, object_id: bytes) -> _DirectCall | None:
+        """A direct call's result came as the node's READY (OWNED_RESULT); called locked.
+        Returns the call, for the caller to settle (``_answered``) once unlocked."""
         self._pending_direct.discard(object_id)
         self._promised.discard(object_id)
         if object_id not in self._local_refs:
             # The node counts this process as holding it, and it no longer does.
             self._outgoing.append((P.DECREF, [object_id]))
             self._wake.put(_FLUSH)
-        call = self._direct.pop(object_id[:-4], None)
-        if call is not None:
-            self._answered(call)
+        return self._direct.pop(object_id[:-4], None)
 
     def _on_link_lost(self, link: Link) -> None:
         """The link closed (the worker's process died): resend its unanswered calls through the node.
@@ -816,40 +975,33 @@ class Client:
             actor_id = link.actor_id
             if actor_id is not None and self._links.get(actor_id) is link:
                 del self._links[actor_id]
+            shapes = set()
             if link.lent_worker is not None:
                 # The node ends the lease when it sees the worker's process exit.
                 self._worker_links.pop(link.lent_worker, None)
                 for lease in [lease for lease in self._lent.values() if lease.worker_id == link.lent_worker]:
                     self._drop_lease_locked(lease)
+                    shapes.add(lease.shape)
             lost = [call for call in self._direct.values() if call.link is link]
-            unheld: list[bytes] = []
-            for call in lost:
+            for i, call in enumerate(lost):
                 if call.cancelled and call.lease is not None:
                     cancelled.append(call)
                     continue
-                del self._direct[call.spec.task_id]
-                releases.extend(call.hold)  # the node pins what the resent call uses
-                for object_id in call.return_ids:
-                    self._pending_direct.discard(object_id)
-                    self._promised.discard(object_id)
-                    if object_id not in self._local_refs:
-                        unheld.append(object_id)  # the node will count it held: let go after
-                if actor_id is None:
-                    self._outgoing.append((P.SUBMIT, spec_to_wire(call.spec), True))
-                    continue
-                self._node_calls[actor_id] = self._node_calls.get(actor_id, 0) + 1
-                if call.return_ids:
-                    self._node_call_of[call.return_ids[0]] = actor_id
-                # Lost on that process: the node tells whether it has seen it die yet.
-                self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), link.address or True))
-            if unheld:
-                self._outgoing.append((P.DECREF, unheld))
-            if self.closed or not lost:
+                if actor_id is not None:
+                    # On that process: the node tells whether it has seen it die yet.
+                    mark = link.address or True
+                else:
+                    # A worker runs its tasks in the order sent: only the first had started.
+                    mark = i == 0
+                releases.extend(self._through_node_locked(call, mark))
+            for shape in shapes:
+                releases.extend(self._requeue_locked(shape) or ())
+            if self.closed or not (lost or releases):
                 return
         for call in cancelled:
             self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
         for object_id in releases:
-            self.release_ref(object_id)
+            self.release_ref(object_id)  # the node pins what the resent calls use first
         try:
             self._send([])
         except BaseException:
@@ -862,9 +1014,20 @@ class Client:
             if call is None:
                 return False
             lease = call.lease
-            if force and lease is None:
+            waiting = call.link is None  # for a lease: never sent
+            if force and lease is None and not waiting:
                 raise ValueError("force=True is not supported for actor tasks; use kill() to stop an actor")
             call.cancelled = True
+            if waiting:
+                shape = shape_of(call.spec.resources)[1]
+                backlog = self._backlog.get(shape)
+                if backlog is not None and call in backlog:
+                    backlog.remove(call)
+                    if not backlog:
+                        del self._backlog[shape]
+        if waiting:
+            self._complete_direct(task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
+            return True
         if lease is not None:
             if recursive:
                 # The node never saw the task, but it did see the tasks it submitted.
@@ -873,7 +1036,7 @@ class Client:
             self.request("cancel_lent", lease.worker_id, task_id, force)
             return True
         try:
-            call.link.send([(P.CANCEL, task_id)])
+            call.link.send([(P.CANCEL, task_id)])  # type: ignore[union-attr]
         except OSError:
             pass  # the worker died: the call is resent through the node, which fails it
         return True
@@ -982,6 +1145,8 @@ class Client:
         for object_id in object_ids:
             call = self._direct.get(object_id[:-4])
             comes_on = self._node if call is None else call.link
+            if comes_on is None:
+                return None  # it waits for a lease: which link it will come on is not known
             if link is not None and comes_on is not link:
                 return None
             link = comes_on

@@ -154,7 +154,7 @@ class ClientState:
         self.closed = False
         self.member: NodeRecord | None = None  # for a member node's connection
         self.id_prefix = b""  # how its task ids begin: whose direct call a result is
-        self.leases: dict[Any, WorkerState] = {}  # task shape -> the worker lent to it for such tasks
+        self.leases: dict[Any, set[WorkerState]] = {}  # task shape -> the workers lent to it for such tasks
 
     def __repr__(self) -> str:
         return f"<{self.role} pid={self.pid}>"
@@ -258,6 +258,7 @@ class Node:
         self.callers: dict[bytes, ClientState] = {}  # task id prefix -> the client that makes such ids
         self.placeable: set[tuple[Any, Any]] = set()  # (shape, strategy) some live node can run
         self.lent: set[WorkerState] = set()  # workers lent to callers (see _lend)
+        self.lease_wishes: list[tuple[ClientState, Any]] = []  # (driver, shape) asking for one more lease
         self.ready = ReadyQueue()
         self.stats = {
             "tasks_finished": 0,
@@ -306,6 +307,7 @@ class Node:
             P.PROMISE: self._on_promise,
             P.OWNED_RESULT: self._on_owned_result,
             P.LEASE_RETURN: self._on_lease_return,
+            P.LEASE_REQUEST: self._on_lease_request,
             **self.members.handlers,
         }
         self._requests: dict[str, Callable[..., Any]] = {
@@ -455,10 +457,12 @@ class Node:
         client.held.clear()
         if self.callers.get(client.id_prefix) is client:
             del self.callers[client.id_prefix]
-        for worker in list(client.leases.values()):
-            # It may still run a task the driver sent it, which the node cannot
-            # see: it keeps what it holds until it exits, after that task.
-            self._retire(worker)
+        self.lease_wishes = [wish for wish in self.lease_wishes if wish[0] is not client]
+        for workers in client.leases.values():
+            for worker in workers:
+                # It may still run a task the driver sent it, which the node cannot
+                # see: it keeps what it holds until it exits, after that task.
+                self._retire(worker)
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             for actor in list(self.actors.values()):
@@ -782,6 +786,8 @@ class Node:
                 self._queue_behind(task, worker)
         if starved and self.lent:
             self._revoke_leases()
+        elif self.lease_wishes and not self.ready:
+            self._grant_wishes(idle.get(self.head, []))
 
     @staticmethod
     def _is_idle(worker: WorkerState) -> bool:
@@ -1092,27 +1098,60 @@ class Node:
         owner = task.owner
         if (
             self.ready
+            or self.lease_wishes  # the worker goes to the oldest wish instead
             or worker.task is not None
             or worker.retiring
             or worker.node is not self.head
             or task.allocation is None
-            or owner.role != "driver"
-            or owner.closed
-            or task.shape in owner.leases
-            or owner.conn.sock.family != socket.AF_UNIX  # on another machine: it could not connect
+            or not self._may_lend_to(owner)
+            or owner.leases.get(task.shape)  # more only when it asks (_on_lease_request)
             or not task.spec.may_go_direct()
         ):
             return False
-        worker.lessee, worker.lease, worker.lease_shape = owner, task.allocation, task.shape
+        allocation, task.allocation, task.worker = task.allocation, None, None
+        self._lend_to(owner, worker, allocation, task.shape)
+        return True
+
+    @staticmethod
+    def _may_lend_to(client: ClientState) -> bool:
+        # A driver on this machine: one elsewhere could not connect to a worker's unix socket.
+        return client.role == "driver" and not client.closed and client.conn.sock.family == socket.AF_UNIX
+
+    def _lend_to(self, owner: ClientState, worker: WorkerState, allocation: Allocation, shape: Any) -> None:
+        worker.lessee, worker.lease, worker.lease_shape = owner, allocation, shape
         worker.lease_id = next(self._lease_ids)
-        task.allocation = None
-        task.worker = None
-        owner.leases[task.shape] = worker
+        owner.leases.setdefault(shape, set()).add(worker)
         self.lent.add(worker)
         self.stats["leases"] += 1
         address = socket_path(self.config.session_dir, worker.process.pid)
-        self._send(owner, (P.LEASE, worker.lease_id, worker.worker_id, address, self.config.session, task.shape))
-        return True
+        self._send(owner, (P.LEASE, worker.lease_id, worker.worker_id, address, self.config.session, shape))
+
+    def _on_lease_request(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        """A driver has tasks of a shape waiting for its leases: lend it one more once one is free."""
+        shape = message[1]
+        if self._may_lend_to(client) and (client, shape) not in self.lease_wishes:
+            self.lease_wishes.append((client, shape))
+            self._schedule_needed = True
+
+    def _grant_wishes(self, idle: list[WorkerState]) -> None:
+        """Lend idle workers to drivers that asked, oldest wish first, while resources allow
+        (called when no task waits for resources: those come first)."""
+        ledger = self.head.ledger
+        wishes, self.lease_wishes = self.lease_wishes, []
+        for client, shape in wishes:
+            if client.closed:
+                continue
+            demand = dict(shape)
+            if idle and ledger.fits(demand):
+                self._lend_to(client, idle.pop(), ledger.acquire(demand), shape)
+            else:
+                self.lease_wishes.append((client, shape))
+        if self.lease_wishes and not idle and ledger.fits(dict(self.lease_wishes[0][1])):
+            # It fits but no worker is free: start one (tasks that need no CPU fit any number).
+            workers = [w for w in self.workers.values() if w.node is self.head]
+            starting = any(w.client is None for w in workers)
+            if not starting and len(workers) < self.head.warm_workers * 4 + 16:
+                self._spawn_worker(self.head)
 
     def _revoke_leases(self) -> None:
         for worker in self.lent:
@@ -1127,7 +1166,11 @@ class Node:
             self._end_lease(worker)
 
     def _end_lease(self, worker: WorkerState) -> None:
-        worker.lessee.leases.pop(worker.lease_shape, None)  # type: ignore[union-attr]
+        lent = worker.lessee.leases.get(worker.lease_shape)  # type: ignore[union-attr]
+        if lent is not None:
+            lent.discard(worker)
+            if not lent:
+                del worker.lessee.leases[worker.lease_shape]  # type: ignore[union-attr]
         self.lent.discard(worker)
         if worker.lease is not None:
             worker.lease.ledger.release(worker.lease)

@@ -46,6 +46,7 @@ REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back yet, that left this process
 OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
 LEASE_RETURN = 40  # (LEASE_RETURN, worker_id, lease_id) the caller is done with the worker the node lent it
+LEASE_REQUEST = 41  # (LEASE_REQUEST, shape) tasks of that shape wait here for a lent worker: lend one more
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})

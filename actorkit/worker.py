@@ -325,17 +325,13 @@ class TaskExecutor:
         self.client.send((P.ACTOR_READY, spec.actor_id, self.direct_address))
         return True
 
-    def listen(self) -> None:
-        """Take direct calls from callers on this machine: an actor's, or tasks from a lessee."""
-        if self.session_dir is None:
-            return
-        path = socket_path(self.session_dir, os.getpid())
-        try:
-            gate = Gate([path], self.client.authkey)
-        except OSError:
+    def listen(self, gate: Gate | None) -> None:
+        """Take direct calls from callers on this machine (an actor's, or tasks from a
+        lessee) at ``gate`` (see ``open_gate``)."""
+        if gate is None:
             return  # everything comes through the node
         gate.start(lambda sock: self.inbox.add_link(Link(sock, self._on_direct, lambda _link: None)))
-        self.direct_address = path
+        self.direct_address = gate.addresses[0]
 
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
         """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
@@ -407,6 +403,21 @@ def _round_trips(error: BaseException) -> bool:
         return False
 
 
+def open_gate(session_dir: str | None, authkey: bytes) -> Gate | None:
+    """Listen where callers on this machine find this worker, or None if it cannot.
+
+    Before the worker says hello to the node: the node may lend it to a driver
+    at once, which connects at once (and waits for the handshake until
+    ``TaskExecutor.listen`` starts answering).
+    """
+    if session_dir is None:
+        return None
+    try:
+        return Gate([socket_path(session_dir, os.getpid())], authkey)
+    except OSError:
+        return None
+
+
 def main(args: WorkerArgs) -> None:
     """Entry point of a spawned worker process."""
     set_process_name("actorkit:worker")
@@ -431,9 +442,12 @@ def main(args: WorkerArgs) -> None:
         # finish the running task. Exit now rather than linger as an orphan.
         os._exit(1)
 
+    gate = open_gate(args.session_dir, args.authkey)
     try:
         sock = P.connect(args.address, args.authkey)
     except OSError:
+        if gate is not None:
+            gate.close()
         return  # the node stopped while this worker was starting: nothing to do
     client = Client(
         sock,
@@ -449,7 +463,7 @@ def main(args: WorkerArgs) -> None:
     )
     inbox.lend(*client.node_connection)
     executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
-    executor.listen()
+    executor.listen(gate)
     signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor)
     sys.stdout = _ForwardedStream(executor, is_stderr=False)

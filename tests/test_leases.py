@@ -10,6 +10,7 @@ recursive), nested tasks that block, refs in and out, output.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 import threading
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from _actors import SignalActor
 from _drivers import describe, run_script
+from _gates import Gate
 
 import actorkit as ray
 from actorkit import runtime
@@ -80,6 +82,40 @@ def parent_of_sleeper(keeper, signal, seconds):
 
 
 @ray.remote
+def crash_if(crash):
+    if crash:
+        os._exit(1)
+    return os.getpid()
+
+
+@ray.remote
+def wait_for_gate(path):
+    with open(path) as f:
+        return f.read()
+
+
+@ray.remote
+class Meeting:
+    """``arrive(n)`` returns once ``n`` calls have arrived: only calls that run at once meet."""
+
+    def __init__(self):
+        self.arrived = 0
+        self.changed = asyncio.Condition()
+
+    async def arrive(self, n):
+        async with self.changed:
+            self.arrived += 1
+            self.changed.notify_all()
+            await self.changed.wait_for(lambda: self.arrived >= n)
+        return self.arrived
+
+
+@ray.remote
+def meet(meeting, n):
+    return ray.get(meeting.arrive.remote(n))
+
+
+@ray.remote
 def sum_of_children(n):
     return sum(ray.get([add_one.remote(i) for i in range(n)]))
 
@@ -120,6 +156,43 @@ def test_tasks_go_direct_after_the_first(ray_start_shared):
     assert {ray.get(pid.remote(), timeout=T) for _ in range(20)} == {worker}
     assert direct_calls() - before == 20
     assert node_stats()["tasks_finished"] == finished  # the node never saw them
+
+
+def test_a_batch_makes_the_driver_ask_for_more_workers(ray_start_shared, kill_after):
+    # Three tasks that return only once all three run at once: the driver must
+    # get two more workers lent for the two that wait for room on its lease.
+    lent(meet, kill_after(Meeting.remote()), 1)
+    meeting = kill_after(Meeting.remote())
+    before, leases = direct_calls(), node_stats()["leases"]
+    assert ray.get([meet.remote(meeting, 3) for _ in range(3)], timeout=T) == [3, 3, 3]
+    assert direct_calls() - before == 3
+    assert node_stats()["leases"] - leases >= 2
+
+
+def test_a_crash_costs_a_retry_only_to_the_task_that_ran(ray_start_shared):
+    lent(crash_if, False)
+    assert len(ray.get([crash_if.remote(False) for _ in range(50)], timeout=T)) == 50  # known short now
+    # The tasks sent behind the crashing one on its worker never started: they run elsewhere.
+    no_retry = crash_if.options(max_retries=0)
+    refs = [no_retry.remote(i == 0) for i in range(20)]
+    with pytest.raises(WorkerCrashedError, match="crash_if"):
+        ray.get(refs[0], timeout=T)
+    assert all(isinstance(p, int) for p in ray.get(refs[1:], timeout=T))
+
+
+def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdown_only, tmp_path):
+    ray.init(num_cpus=1)
+    (tmp_path / "open").write_text("go")
+    lent(wait_for_gate, str(tmp_path / "open"))
+    gate = Gate(tmp_path / "gate")
+    held = wait_for_gate.remote(gate.path)  # the only CPU, on the lease
+    batch = [pid.remote() for _ in range(20)]  # another function: they wait here
+    other = add_one.options(num_cpus=0.5).remote(1)  # another shape: the lease is asked back
+    gate.release()
+    assert ray.get(held, timeout=T) == "go"
+    assert ray.get(other, timeout=T) == 2
+    assert len(ray.get(batch, timeout=T)) == 20
+    assert node_stats()["leases_revoked"] >= 1
 
 
 def test_an_idle_lent_worker_counts_as_free(ray_start_shared):
