@@ -74,7 +74,7 @@ RELEASE_DELAY_S = 0.005
 # that much work: a worker that never waits for this process is never woken.
 _SHORT_RUNS = 5
 _SHORT_S = 0.005
-LEASE_QUEUE_S = 0.002
+LEASE_QUEUE_S = 0.005
 LEASE_MAX_DEPTH = 16
 # Tasks wait for a lease's room in this process, and the thread that reads the
 # answers sends them: only tasks whose arguments travel in a small frame, which
