@@ -19,8 +19,8 @@ reader.
 Actor calls go straight to the actor's process once the node has said where
 it listens (ACTOR_ROUTE) and none of this process's calls to it through the
 node are unanswered: see ``direct.py``.  A driver's tasks go the same way to
-a worker the node lent it (LEASE) while that worker is idle: see
-``Node._lend``.  The node does not know the results
+workers the node lent it (LEASE), waiting here for room on one: see
+``Node._lend`` and the "lent workers" section below.  The node does not know the results
 of direct calls; the first time a ref to one leaves this process (pickled
 into arguments, an object or a result), the client publishes it: PUT if it
 is back, PROMISE if not (then PUT when it arrives).  A large result, or one

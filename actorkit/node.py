@@ -1086,12 +1086,14 @@ class Node:
 
     # -------------------------------------------------------------- leases
     #
-    # A driver that waits for each task before it submits the next pays for two
-    # passes through this loop per task.  So when a task ends and nothing else
-    # waits for resources, its worker stays lent to the driver (with what the
-    # task held), and the driver sends its next tasks of that shape straight to
-    # the worker, as it does an actor's calls (see direct.py).  Once tasks wait
-    # for resources, every lessee is asked to give its worker back.
+    # A task through this loop costs two passes through it.  So when a task
+    # ends and nothing else waits for resources, its worker stays lent to the
+    # driver (with what the task held), and the driver sends its next tasks of
+    # that shape straight to the worker, as it does an actor's calls (see
+    # direct.py).  Tasks that wait for room on its leases wait in the driver,
+    # which asks for one more lease at a time (a wish, granted when no task
+    # waits here).  Once tasks wait here for resources, every lessee is asked
+    # to give its workers back.
 
     def _lend(self, worker: WorkerState, task: TaskRecord) -> bool:
         """Lend ``worker``, which just ran ``task``, to the task's driver; False if not now."""

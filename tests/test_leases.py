@@ -2,10 +2,12 @@
 
 When a driver's task ends and nothing else waits for resources, the node
 leaves its worker lent to the driver, which sends its next tasks of that
-shape straight to it.  Each test gets onto that path first (``lent``), then
-checks a behaviour the node used to guarantee on its own: giving the CPU
-back to others, retries after a crash, cancellation (soft, forced,
-recursive), nested tasks that block, refs in and out, output.
+shape straight to it; tasks that find no room on its leases wait in the
+driver, which asks the node for more.  Each test gets onto that path first
+(``lent``), then checks a behaviour the node used to guarantee on its own:
+parallel batches, giving the CPU back to others, retries after a crash,
+cancellation (soft, forced, recursive), nested tasks that block, refs in and
+out, output.
 """
 
 from __future__ import annotations
