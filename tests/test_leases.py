@@ -197,6 +197,21 @@ def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdo
     assert node_stats()["leases_revoked"] >= 1
 
 
+def test_cancel_a_task_waiting_for_a_lease(shutdown_only, tmp_path):
+    ray.init(num_cpus=1)
+    (tmp_path / "open").write_text("go")
+    lent(wait_for_gate, str(tmp_path / "open"))
+    gate = Gate(tmp_path / "gate")
+    held = wait_for_gate.remote(gate.path)  # the only CPU, on the lease
+    waiting = pid.remote()  # another function: it waits in the driver
+    ray.cancel(waiting)
+    with pytest.raises(TaskCancelledError):
+        ray.get(waiting, timeout=T)
+    gate.release()
+    assert ray.get(held, timeout=T) == "go"
+    assert isinstance(ray.get(pid.remote(), timeout=T), int)
+
+
 def test_an_idle_lent_worker_counts_as_free(ray_start_shared):
     lent()
     assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"]
