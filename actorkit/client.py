@@ -77,8 +77,9 @@ _SHORT_S = 0.005
 LEASE_QUEUE_S = 0.005
 LEASE_MAX_DEPTH = 16
 # Tasks wait for a lease's room in this process, and the thread that reads the
-# answers sends them: only tasks whose arguments travel in a small frame, which
-# a worker busy with its current task cannot leave that thread blocked on.
+# answers sends them: never more arguments at once than a socket's buffer
+# takes (a worker reads them only once it is free), so that this thread is
+# never left blocked in a send.
 LEASE_MAX_INLINE = 1 << 16
 
 
@@ -114,7 +115,9 @@ class _Waiter:
 class _Lease:
     """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
 
-    __slots__ = ("lease_id", "worker_id", "address", "shape", "inflight", "function", "revoked", "answered_at")
+    __slots__ = (
+        "lease_id", "worker_id", "address", "shape", "inflight", "inflight_bytes", "function", "revoked", "answered_at",
+    )
 
     def __init__(self, lease_id: int, worker_id: int, address: str, shape: Any) -> None:
         self.lease_id = lease_id
@@ -122,6 +125,7 @@ class _Lease:
         self.address = address
         self.shape = shape
         self.inflight = 0  # tasks sent on it and not answered yet
+        self.inflight_bytes = 0  # their arguments: a busy worker reads none of them until it is free
         self.function = b""  # the function of those tasks: only its own wait behind one
         self.revoked = False  # the node wants it back: returned once none is in flight
         self.answered_at = 0.0  # when its last task was answered: when the next one started
@@ -135,7 +139,7 @@ class _DirectCall:
     """An actor call, or a task for a lent worker, sent on a direct link (or waiting for
     a lease: ``link`` and ``lease`` None) and not answered yet."""
 
-    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease", "sent_at")
+    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease", "sent_at", "via_node")
 
     def __init__(
         self, spec: TaskSpec, link: Link | Loopback | None, return_ids: list[bytes], hold: tuple[bytes, ...]
@@ -147,6 +151,7 @@ class _DirectCall:
         self.cancelled = False
         self.lease: _Lease | None = None  # for a task: the lease it went on
         self.sent_at = 0.0  # for a task: when it went, to learn which functions are short
+        self.via_node = False  # answered through the node (OWNED_RESULT): its READY is on the way
 
 
 class Client:
@@ -226,6 +231,8 @@ class Client:
         # Tasks for lent workers, waiting for room on a lease of their shape (sent in order).
         self._backlog: dict[Any, deque[_DirectCall]] = {}
         self._wanted: set[Any] = set()  # shapes this process asked the node for one more lease of
+        self._pumping: dict[Any, bool] = {}  # shape -> a thread sends its tasks; True: look again after
+        self._blocking: set[bytes] = set()  # functions seen waiting in get() on a lent worker
         self._durations: dict[bytes, tuple[float, int]] = {}  # function id -> (moving average, runs) on leases
         self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
         # In a worker, the task it runs when the node never saw it (sent by a lessee):
@@ -242,6 +249,8 @@ class Client:
         self.closed = False
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
+        self.task_blocked = False  # set when that task waited in get(): see TaskExecutor._send_result
+        self.on_block: Callable[[], None] | None = None  # a worker's: called as that task starts to wait
         self.stats = {"submitted": 0, "direct": 0, "puts": 0, "gets": 0}
         self._node = Link(sock, self._on_node_messages, self._on_node_lost)
         self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace, self._id_prefix)])
@@ -666,7 +675,9 @@ class Client:
             except (OSError, EOFError):
                 usable = False  # it died, or never listened: the node has the rest to say
         with self._lock:
-            if usable and link is not None and not self.closed:
+            # A link found closed here was lost before it was known as this worker's:
+            # nobody resends what goes on it.  Once known, its loss is seen (_on_link_lost).
+            if usable and link is not None and not link.closed and not self.closed:
                 link.lent_worker = worker_id
                 self._worker_links[worker_id] = link
                 self._leases.setdefault(shape, []).append(lease)
@@ -730,29 +741,59 @@ class Client:
             and not ((self._unsynced or self._outgoing) and self._hub.handling())
         )
 
-    def _roomiest_locked(self, shape: Any, function_id: bytes) -> _Lease | None:
-        """The lease of ``shape`` with the fewest tasks in flight, if it has room for one
-        more of ``function_id``: it is idle, or runs that function, known to be short."""
+    def _roomiest_locked(self, shape: Any, spec: TaskSpec) -> _Lease | None:
+        """The lease of ``shape`` with the fewest tasks in flight, if it has room for
+        ``spec``: it is idle, or runs its function, known to be short and never to wait
+        in get() (a task sent behind one could be what it waits for)."""
+        function_id, size = spec.function_id, len(spec.args.data or b"")
         average, runs = self._durations.get(function_id, (1.0, 0))
         depth = 1
-        if runs >= _SHORT_RUNS and average < _SHORT_S:
+        if runs >= _SHORT_RUNS and average < _SHORT_S and function_id not in self._blocking:
             depth = max(2, min(LEASE_MAX_DEPTH, int(LEASE_QUEUE_S / average) if average else LEASE_MAX_DEPTH))
         best = None
         for lease in self._leases.get(shape, ()):
-            if lease.inflight == 0 or (lease.function == function_id and lease.inflight < depth):
+            if lease.inflight == 0 or (
+                lease.function == function_id
+                and lease.inflight < depth
+                and lease.inflight_bytes + size <= LEASE_MAX_INLINE
+            ):
                 if best is None or lease.inflight < best.inflight:
                     best = lease
         return best
 
     def _pump(self, shape: Any) -> None:
         """Send tasks waiting for a lease of ``shape`` to leases with room (one frame per
-        worker); ask for one more lease if some still wait.  From any thread, unlocked."""
+        worker); ask for one more lease if some still wait.  From any thread, unlocked.
+
+        One thread at a time sends a shape's tasks (another one's call only asks it
+        to look again): a worker then gets them in the order they were taken, which
+        is the order it runs them in (see ``_on_link_lost``).
+        """
+        with self._lock:
+            if shape in self._pumping:
+                self._pumping[shape] = True
+                return
+            self._pumping[shape] = False
+        try:
+            while True:
+                self._pump_once(shape)
+                with self._lock:
+                    if not self._pumping[shape]:
+                        del self._pumping[shape]
+                        return
+                    self._pumping[shape] = False
+        except BaseException:
+            with self._lock:
+                self._pumping.pop(shape, None)
+            raise
+
+    def _pump_once(self, shape: Any) -> None:
         ask = False
         sends: dict[Link, list[_DirectCall]] = {}
         with self._lock:
             backlog = self._backlog.get(shape)
             while backlog and not self.closed:
-                lease = self._roomiest_locked(shape, backlog[0].spec.function_id)
+                lease = self._roomiest_locked(shape, backlog[0].spec)
                 if lease is None:
                     ask = shape not in self._wanted
                     self._wanted.add(shape)
@@ -760,6 +801,7 @@ class Client:
                 call = backlog.popleft()
                 call.lease = lease
                 lease.inflight += 1
+                lease.inflight_bytes += len(call.spec.args.data or b"")
                 lease.function = call.spec.function_id
                 link = call.link = self._worker_links[lease.worker_id]
                 sends.setdefault(link, []).append(call)
@@ -772,13 +814,17 @@ class Client:
             try:
                 link.send([(P.SUBMIT, spec_to_wire(call.spec)) for call in calls])
             except OSError:
-                self._on_link_lost(link)  # resends them through the node
+                pass  # it died: its reader sees it close after the answers it sent, and resends the rest
             self.stats["direct"] += len(calls)
         if ask:
             try:
                 self._send([(P.LEASE_REQUEST, shape)])
             except BaseException:
-                pass  # the node is gone: waiters hear of it
+                with self._lock:
+                    self._wanted.discard(shape)
+                if self._failure is None:
+                    raise
+                # The node is gone: waiters hear of it.
 
     def _requeue_locked(self, shape: Any) -> list[bytes] | None:
         """Once no lease of ``shape`` is left, send the tasks waiting for one through the node.
@@ -832,6 +878,7 @@ class Client:
             return None
         with self._lock:
             lease.inflight -= 1
+            lease.inflight_bytes -= len(call.spec.args.data or b"")
             now = time.monotonic()
             # From when it started: when it was sent, or when the one before it on the worker ended.
             took = now - max(call.sent_at, lease.answered_at)
@@ -849,12 +896,16 @@ class Client:
 
     def return_idle_leases(self) -> None:
         """Give back every idle lent worker (before asking the node what is free)."""
+        release: list[bytes] = []
         with self._lock:
             idle = [lease for lease in self._lent.values() if lease.inflight == 0]
             for lease in idle:
                 self._drop_lease_locked(lease)
+            for shape in {lease.shape for lease in idle}:
+                release.extend(self._requeue_locked(shape) or ())
         for lease in idle:
             self._give_back(lease)
+        self._resent(release)
 
     # ------------------------------------------------------------ direct calls
 
@@ -885,21 +936,24 @@ class Client:
                 self._withdraw(spec.task_id)
                 raise
         self.stats["submitted"] += 1
-        if link is None:
-            with self._lock:
-                release = None
-                if self._leases.get(shape):
-                    self._backlog.setdefault(shape, deque()).append(call)
-                else:  # revoked meanwhile
-                    release = self._through_node_locked(call, False)
+        with self._lock:
+            release = None
+            if link is None and self._leases.get(shape):
+                self._backlog.setdefault(shape, deque()).append(call)
+            elif link is None or getattr(link, "closed", False):
+                # Its lease was asked back, or its link lost before this call was on it
+                # (once on it, its loss resends the call): through the node.
+                release = self._through_node_locked(call, False)
+        if release is not None:
             self._resent(release)
+        elif link is None:
             self._pump(shape)
-            return refs
-        try:
-            link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
-        except OSError:
-            self._on_link_lost(link)  # type: ignore[arg-type]  # resends it through the node
-        self.stats["direct"] += 1
+        else:
+            try:
+                link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
+            except OSError:
+                pass  # it died: its reader sees it close after the answers it sent, and resends the rest
+            self.stats["direct"] += 1
         return refs
 
     def _withdraw(self, task_id: bytes) -> None:
@@ -916,12 +970,60 @@ class Client:
 
     def _on_link_messages(self, link: Link, messages: list[tuple[Any, ...]]) -> None:
         shapes = set()
-        for message in messages:
-            if message[0] == P.DONE:
-                shapes.add(self._complete_direct(message[1], [payload_codec.from_wire(w) for w in message[2]], False))
-        shapes.discard(None)
-        for shape in shapes:
-            self._pump(shape)  # once for the frame: what a worker answered at once, it gets in one frame
+        try:
+            for message in messages:
+                if message[0] == P.DONE:
+                    if len(message) > 4 and message[4]:
+                        self._waited(message[1])
+                    payloads = [payload_codec.from_wire(w) for w in message[2]]
+                    shapes.add(self._complete_direct(message[1], payloads, False))
+                elif message[0] == P.OWNED_RESULT:
+                    with self._lock:
+                        call = self._direct.get(message[1])
+                        if call is not None:
+                            call.via_node = True
+                elif message[0] == P.REVOKED:
+                    shapes.add(self._handed_back(message[1]))
+        finally:
+            shapes.discard(None)
+            for shape in shapes:
+                self._pump(shape)  # once for the frame: what a worker answered at once, it gets in one frame
+
+    def _handed_back(self, task_ids: list[bytes]) -> Any:
+        """A lent worker whose task waits in get() handed back the tasks sent behind it
+        (``TaskExecutor.give_back_queued``): they wait for a lease again, first in line.
+        Returns the shape to pump."""
+        cancelled = []
+        with self._lock:
+            calls = [self._direct[t] for t in task_ids if t in self._direct]
+            if not calls:
+                return None
+            self._blocking.add(calls[0].spec.function_id)
+            shape = calls[0].lease.shape  # type: ignore[union-attr]
+            backlog = self._backlog.setdefault(shape, deque())
+            for call in reversed(calls):
+                lease = call.lease
+                lease.inflight -= 1  # type: ignore[union-attr]
+                lease.inflight_bytes -= len(call.spec.args.data or b"")  # type: ignore[union-attr]
+                call.lease = call.link = None
+                if call.cancelled:
+                    cancelled.append(call)
+                else:
+                    backlog.appendleft(call)
+            if not backlog:
+                del self._backlog[shape]
+            release = self._requeue_locked(shape)
+        for call in cancelled:
+            self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
+        self._resent(release)
+        return shape
+
+    def _waited(self, task_id: bytes) -> None:
+        """A task on a lent worker waited in get(): send none of its function behind one."""
+        with self._lock:
+            call = self._direct.get(task_id)
+            if call is not None:
+                self._blocking.add(call.spec.function_id)
 
     def _complete_direct(self, task_id: bytes, payloads: list[Payload], pump: bool = True) -> Any:
         """A direct call's answer came on its link (see ``_answered`` for ``pump``)."""
@@ -982,7 +1084,8 @@ class Client:
                 for lease in [lease for lease in self._lent.values() if lease.worker_id == link.lent_worker]:
                     self._drop_lease_locked(lease)
                     shapes.add(lease.shape)
-            lost = [call for call in self._direct.values() if call.link is link]
+            # Those answered through the node are not lost: the node's READY is on its way.
+            lost = [call for call in self._direct.values() if call.link is link and not call.via_node]
             for i, call in enumerate(lost):
                 if call.cancelled and call.lease is not None:
                     cancelled.append(call)
@@ -991,7 +1094,7 @@ class Client:
                     # On that process: the node tells whether it has seen it die yet.
                     mark = link.address or True
                 else:
-                    # A worker runs its tasks in the order sent: only the first had started.
+                    # A worker runs its tasks in the order sent (see _pump): only the first had started.
                     mark = i == 0
                 releases.extend(self._through_node_locked(call, mark))
             for shape in shapes:
@@ -1013,6 +1116,8 @@ class Client:
             call = self._direct.get(task_id)
             if call is None:
                 return False
+            if call.via_node:
+                return True  # it has ended: its result is on its way
             lease = call.lease
             waiting = call.link is None  # for a lease: never sent
             if force and lease is None and not waiting:
@@ -1127,6 +1232,9 @@ class Client:
         # that nested tasks can run even when they outnumber the CPUs.
         lent = self.in_task
         if lent:
+            self.task_blocked = True
+            if self.on_block is not None:
+                self.on_block()
             with self._revocations:
                 self._unanswered_blocks += 1
             self.send((P.BLOCKED,))
@@ -1144,7 +1252,7 @@ class Client:
         link: Link | Loopback | None = None
         for object_id in object_ids:
             call = self._direct.get(object_id[:-4])
-            comes_on = self._node if call is None else call.link
+            comes_on = self._node if call is None or call.via_node else call.link
             if comes_on is None:
                 return None  # it waits for a lease: which link it will come on is not known
             if link is not None and comes_on is not link:

@@ -61,6 +61,7 @@ class Link:
         self.lent_worker: int | None = None  # on the caller's side: the lent worker it reaches
         self.address: str | None = None  # on the caller's side: where it connected
         self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
+        self.closed = False  # set before its on_lost is called
         self._send_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -75,6 +76,7 @@ class Link:
             self.sock.sendall(frame)
 
     def close(self) -> None:
+        self.closed = True
         P.shut(self.sock)
         self.sock.close()
 

@@ -20,6 +20,7 @@ import os
 import selectors
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .direct import Hub, Link
@@ -94,6 +95,18 @@ class Mailbox:
                         self._lender[0].resume(link)  # type: ignore[index]
                 else:
                     self._read(link)
+
+    def take(self, wanted: Callable[[Any], bool]) -> list[Any]:
+        """Read what the links have now, then remove and return the queued items that
+        are ``wanted`` (by the consumer's thread, while it runs an item)."""
+        for key, _ in self._selector.select(0):
+            if key.data is not None and not (self._borrowed and key.data is self._lender[1]):  # type: ignore[index]
+                self._read(key.data)
+        with self._lock:
+            taken = [item for item in self._items if item is not _NOTHING and wanted(item)]
+            for item in taken:
+                self._items.remove(item)
+        return taken
 
     def _borrow(self) -> None:
         if self._lender is None or self._borrowed:

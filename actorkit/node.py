@@ -1100,7 +1100,9 @@ class Node:
         owner = task.owner
         if (
             self.ready
-            or self.lease_wishes  # the worker goes to the oldest wish instead
+            # The worker goes to the oldest wish for this shape instead (wishes
+            # for others are granted from what is free, if they fit).
+            or any(shape == task.shape for _client, shape in self.lease_wishes)
             or worker.task is not None
             or worker.retiring
             or worker.node is not self.head
@@ -1148,7 +1150,7 @@ class Node:
                 self._lend_to(client, idle.pop(), ledger.acquire(demand), shape)
             else:
                 self.lease_wishes.append((client, shape))
-        if self.lease_wishes and not idle and ledger.fits(dict(self.lease_wishes[0][1])):
+        if not idle and any(ledger.fits(dict(shape)) for _client, shape in self.lease_wishes):
             # It fits but no worker is free: start one (tasks that need no CPU fit any number).
             workers = [w for w in self.workers.values() if w.node is self.head]
             starting = any(w.client is None for w in workers)

@@ -123,6 +123,7 @@ class TaskExecutor:
         if self.actor_id is None and spec.task_id in self.direct_callers:
             # The node never saw this task: tell it whose children the tasks it submits are.
             self.client.parent_task = spec.task_id
+        self.client.task_blocked = False
         try:
             self._call(message)
         finally:
@@ -246,14 +247,22 @@ class TaskExecutor:
         elif any(p.segment is not None or p.contained for p in payloads):
             # Its memory and its refs must be the node's before this process lets go.
             self.client.send((P.OWNED_RESULT, spec.task_id, wires))
+            if isinstance(link, Link):
+                # The caller must not resend it if this process dies before the node's READY reaches it.
+                self._answer(link, (P.OWNED_RESULT, spec.task_id))
         else:
             # What the call submitted, and refs it kept (ADDREF), reach the node
             # before its caller hears of it and lets go of what it held for it.
             self.client.sync()
-            try:
-                link.send([(P.DONE, spec.task_id, wires, retryable)])
-            except OSError:
-                pass  # the caller is gone: nobody wants the result
+            # Whether it waited in get(): the caller then sends no task of that function behind one.
+            self._answer(link, (P.DONE, spec.task_id, wires, retryable, self.client.task_blocked))
+
+    @staticmethod
+    def _answer(link: Link | Loopback, message: tuple[Any, ...]) -> None:
+        try:
+            link.send([message])
+        except OSError:
+            pass  # the caller is gone: nobody wants the result
 
     def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
         from .actor import _ExitActor
@@ -332,6 +341,19 @@ class TaskExecutor:
             return  # everything comes through the node
         gate.start(lambda sock: self.inbox.add_link(Link(sock, self._on_direct, lambda _link: None)))
         self.direct_address = gate.addresses[0]
+
+    def give_back_queued(self) -> None:
+        """The running task, sent by a lessee, waits in get(): hand back the tasks its
+        lessees sent behind it, which could be what it waits for (the node takes
+        back what it lined up behind a blocked task the same way: REVOKED)."""
+        if self.actor_id is not None:
+            return
+        queued = self.inbox.take(lambda item: item[0] == P.EXECUTE and item[1].task_id in self.direct_callers)
+        by_link: dict[Link | Loopback, list[bytes]] = {}
+        for item in queued:
+            by_link.setdefault(self.direct_callers.pop(item[1].task_id), []).append(item[1].task_id)
+        for link, task_ids in by_link.items():
+            self._answer(link, (P.REVOKED, task_ids))
 
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
         """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
@@ -445,27 +467,30 @@ def main(args: WorkerArgs) -> None:
     gate = open_gate(args.session_dir, args.authkey)
     try:
         sock = P.connect(args.address, args.authkey)
-    except OSError:
+        client = Client(
+            sock,
+            session=args.session,
+            job_id=b"",
+            role="worker",
+            worker_id=args.worker_id,
+            store_capacity=args.store_capacity,
+            authkey=args.authkey,
+            transfer_address=args.transfer_address,
+            on_message=on_message,
+            on_lost=on_lost,
+        )
+    except BaseException as e:
         if gate is not None:
             gate.close()
-        return  # the node stopped while this worker was starting: nothing to do
-    client = Client(
-        sock,
-        session=args.session,
-        job_id=b"",
-        role="worker",
-        worker_id=args.worker_id,
-        store_capacity=args.store_capacity,
-        authkey=args.authkey,
-        transfer_address=args.transfer_address,
-        on_message=on_message,
-        on_lost=on_lost,
-    )
+        if isinstance(e, OSError):
+            return  # the node stopped while this worker was starting: nothing to do
+        raise
     inbox.lend(*client.node_connection)
     executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
     executor.listen(gate)
     signal.signal(signal.SIGINT, executor.on_sigint)
     runtime.enter_worker(client, executor)
+    client.on_block = executor.give_back_queued
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
     sys.stderr = _ForwardedStream(executor, is_stderr=True)
     try:

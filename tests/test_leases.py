@@ -91,6 +91,13 @@ def crash_if(crash):
 
 
 @ray.remote
+def large_or_crash(crash):
+    if crash:
+        os._exit(1)
+    return np.ones(200_000, dtype=np.int64)  # large: its answer goes through the node
+
+
+@ray.remote
 def wait_for_gate(path):
     with open(path) as f:
         return f.read()
@@ -114,6 +121,8 @@ class Meeting:
 
 @ray.remote
 def meet(meeting, n):
+    if meeting is None:
+        return 0
     return ray.get(meeting.arrive.remote(n))
 
 
@@ -171,6 +180,17 @@ def test_a_batch_makes_the_driver_ask_for_more_workers(ray_start_shared, kill_af
     assert node_stats()["leases"] - leases >= 2
 
 
+def test_a_short_task_that_waits_hands_back_those_sent_behind_it(shutdown_only, kill_after):
+    # One CPU: one lease, and a function known to be short gets several tasks
+    # sent at once.  The first waits for the second, sent behind it: the worker
+    # hands the second back, which then runs on the CPU the first lends.
+    ray.init(num_cpus=1)
+    lent(meet, None, 0)
+    assert ray.get([meet.remote(None, 0) for _ in range(50)], timeout=T) == [0] * 50
+    meeting = kill_after(Meeting.remote())
+    assert ray.get([meet.remote(meeting, 2) for _ in range(2)], timeout=T) == [2, 2]
+
+
 def test_a_crash_costs_a_retry_only_to_the_task_that_ran(ray_start_shared):
     lent(crash_if, False)
     assert len(ray.get([crash_if.remote(False) for _ in range(50)], timeout=T)) == 50  # known short now
@@ -180,6 +200,17 @@ def test_a_crash_costs_a_retry_only_to_the_task_that_ran(ray_start_shared):
     with pytest.raises(WorkerCrashedError, match="crash_if"):
         ray.get(refs[0], timeout=T)
     assert all(isinstance(p, int) for p in ray.get(refs[1:], timeout=T))
+
+
+def test_a_crash_after_an_answer_through_the_node_leaves_that_answer_alone(shutdown_only):
+    ray.init(num_cpus=1)
+    lent(large_or_crash, False)
+    assert len(ray.get([large_or_crash.remote(False) for _ in range(20)], timeout=T)) == 20  # known short now
+    no_retry = large_or_crash.options(max_retries=0)
+    answered, crashing = no_retry.remote(False), no_retry.remote(True)
+    with pytest.raises(WorkerCrashedError):
+        ray.get(crashing, timeout=T)
+    assert ray.get(answered, timeout=T).sum() == 200_000
 
 
 def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdown_only, tmp_path):
