@@ -68,8 +68,10 @@ LEASE = 38  # (LEASE, lease_id, worker_id, direct_address, session, shape) an id
 LEASE_REVOKE = 39  # (LEASE_REVOKE, lease_id) others need it: return it once its task is answered
 
 # Caller <-> worker on a direct connection (see direct.py): ACTOR_CALL (to an
-# actor), SUBMIT (to a leased worker) and CANCEL from the caller, DONE (as above)
-# from the worker.
+# actor), SUBMIT (to a leased worker) and CANCEL from the caller; from the
+# worker, DONE (as above, plus whether the task waited in get()),
+# (OWNED_RESULT, task_id) its result went to the node, and (REVOKED, [task_id,
+# ...]) tasks sent behind one that waits in get(), handed back unstarted.
 
 # Head -> member node
 SPAWN = 31  # (SPAWN, worker_id) start a worker that connects to the head
