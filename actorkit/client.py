@@ -723,6 +723,7 @@ class Client:
     def _give_back(self, lease: _Lease) -> None:
         # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
         with self._lock:
+            self._wanted.discard(lease.shape)  # the node drops the wish on the return (Node._on_lease_return)
             if self.closed:
                 return
             self._outgoing.append((P.LEASE_RETURN, lease.worker_id, lease.lease_id))
@@ -901,11 +902,14 @@ class Client:
             idle = [lease for lease in self._lent.values() if lease.inflight == 0]
             for lease in idle:
                 self._drop_lease_locked(lease)
+                self._wanted.discard(lease.shape)  # as in _give_back
             for shape in {lease.shape for lease in idle}:
                 release.extend(self._requeue_locked(shape) or ())
-        for lease in idle:
-            self._give_back(lease)
         self._resent(release)
+        if idle:
+            # Sent now, not through the flusher: the caller asks the node what is
+            # free next, or disconnects (see runtime.shutdown).
+            self._send([(P.LEASE_RETURN, lease.worker_id, lease.lease_id) for lease in idle])
 
     # ------------------------------------------------------------ direct calls
 

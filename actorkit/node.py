@@ -265,6 +265,7 @@ class Node:
             "tasks_retried": 0,
             "tasks_lined_up": 0,
             "workers_started": 0,
+            "workers_retired": 0,
             "leases": 0,
             "leases_revoked": 0,
             "objects_freed": 0,
@@ -833,6 +834,7 @@ class Node:
 
     def _retire(self, worker: WorkerState) -> None:
         worker.retiring = True
+        self.stats["workers_retired"] += 1
         if worker.client is not None:
             self._send(worker.client, (P.EXIT,))
 
@@ -1167,6 +1169,9 @@ class Node:
     def _on_lease_return(self, client: ClientState, message: tuple[Any, ...]) -> None:
         worker = self.workers.get(message[1])
         if worker is not None and worker.lessee is client and worker.lease_id == message[2]:
+            # A driver gives a lease back when no task of its shape waits for one:
+            # its wish for another is stale.
+            self.lease_wishes = [w for w in self.lease_wishes if w[0] is not client or w[1] != worker.lease_shape]
             self._end_lease(worker)
 
     def _end_lease(self, worker: WorkerState) -> None:

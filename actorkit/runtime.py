@@ -476,6 +476,13 @@ def shutdown() -> None:
                 driver.control.stop()
             except Exception:
                 pass  # the node is already gone
+        elif client is not None:
+            # A node that others share keeps the workers lent to this driver that
+            # are idle: it retires those it cannot see to be (see Node._disconnect).
+            try:
+                client.return_idle_leases()
+            except Exception:
+                pass  # the node is already gone
         if client is not None:
             client.close()
         if driver.log_printer is not None:

@@ -177,3 +177,33 @@ def test_a_driver_that_leaves_a_task_on_its_lent_worker(cluster_env):
     assert second.returncode == 0, second.stderr
     assert "available 1" in second.stdout, second.stdout
     assert orphan not in second.stdout.split("pids")[1], second.stdout
+
+
+def test_a_driver_that_shuts_down_gives_back_its_idle_workers(cluster_env):
+    """The head keeps them for the next driver instead of retiring them."""
+    started = cli(cluster_env, "start", "--head", "--num-cpus", "2")
+    assert started.returncode == 0, started.stderr
+    script = """
+        import os
+        import actorkit as ray
+        from actorkit import runtime
+
+        ray.init(address="auto")
+        client = runtime.current_client()
+        print("retired", client.request("stats")["workers_retired"])
+
+        @ray.remote
+        def pid():
+            return os.getpid()
+
+        for _ in range(5):
+            ray.get([pid.remote() for _ in range(20)])
+        print("direct", client.stats["direct"])
+        ray.shutdown()
+        """
+    first = driver(cluster_env, script)
+    assert first.returncode == 0, first.stderr
+    assert "direct 0" not in first.stdout, first.stdout
+    second = driver(cluster_env, script)
+    assert second.returncode == 0, second.stderr
+    assert "retired 0" in second.stdout, (first.stdout, second.stdout)
