@@ -250,7 +250,8 @@ class Client:
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
         self.task_blocked = False  # set when that task waited in get(): see TaskExecutor._send_result
-        self.on_block: Callable[[], None] | None = None  # a worker's: called as that task starts to wait
+        # A worker's: called as that task starts to wait; returns what to call when it stops.
+        self.on_block: Callable[[], Callable[[], None] | None] | None = None
         self.stats = {"submitted": 0, "direct": 0, "puts": 0, "gets": 0}
         self._node = Link(sock, self._on_node_messages, self._on_node_lost)
         self._send([(P.HELLO, role, os.getpid(), worker_id, job_id, namespace, self._id_prefix)])
@@ -1235,10 +1236,11 @@ class Client:
         # A worker's task that blocks lends its CPUs to the node meanwhile, so
         # that nested tasks can run even when they outnumber the CPUs.
         lent = self.in_task
+        resume = None
         if lent:
             self.task_blocked = True
             if self.on_block is not None:
-                self.on_block()
+                resume = self.on_block()
             with self._revocations:
                 self._unanswered_blocks += 1
             self.send((P.BLOCKED,))
@@ -1248,8 +1250,12 @@ class Client:
                 timeout = self._read_link(link, waiter, timeout)
             waiter.event.wait(timeout)
         finally:
-            if lent:
-                self.send((P.UNBLOCKED,))
+            try:
+                if resume is not None:
+                    resume()
+            finally:
+                if lent:
+                    self.send((P.UNBLOCKED,))
 
     def _link_of(self, object_ids: list[bytes]) -> Link | Loopback | None:
         """The one connection all of ``object_ids`` are to come on: a direct link, or the node's."""

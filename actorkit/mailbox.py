@@ -97,16 +97,43 @@ class Mailbox:
                     self._read(link)
 
     def take(self, wanted: Callable[[Any], bool]) -> list[Any]:
-        """Read what the links have now, then remove and return the queued items that
-        are ``wanted`` (by the consumer's thread, while it runs an item)."""
-        for key, _ in self._selector.select(0):
-            if key.data is not None and not (self._borrowed and key.data is self._lender[1]):  # type: ignore[index]
-                self._read(key.data)
+        """Remove and return the queued items that are ``wanted``."""
         with self._lock:
             taken = [item for item in self._items if item is not _NOTHING and wanted(item)]
             for item in taken:
                 self._items.remove(item)
         return taken
+
+    def watch(self) -> Callable[[], None]:
+        """Read the links on another thread while the consumer's item waits (for
+        what they bring then, see ``TaskExecutor.give_back_queued``); returns the
+        function that stops it, to call before the consumer reads them again."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                for key, _ in self._selector.select():
+                    if key.data is None:
+                        _drain(self._wake_r)
+                    else:
+                        self._read(key.data)
+
+        watcher = threading.Thread(target=run, name="actorkit-mailbox-watch", daemon=True)
+        watcher.start()
+
+        def end() -> None:
+            stop.set()
+            os.write(self._wake_w, b"\0")
+            interrupted = None
+            while watcher.is_alive():
+                try:
+                    watcher.join()
+                except KeyboardInterrupt as e:  # a cancellation: raised once the links are the consumer's again
+                    interrupted = e
+            if interrupted is not None:
+                raise interrupted
+
+        return end
 
     def _borrow(self) -> None:
         if self._lender is None or self._borrowed:

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -96,6 +97,7 @@ class TaskExecutor:
         self.self_calls: set[bytes] = set()  # results of calls this serial actor made to itself
         self.cancelled: set[bytes] = set()  # tasks to interrupt, or to skip if not started
         self.cancel_async: Any = None  # an async actor's way to cancel a running call
+        self.handing_back = False  # the running task waits in get(): tasks sent now go back
 
     @property
     def task_name(self) -> str:
@@ -342,24 +344,42 @@ class TaskExecutor:
         gate.start(lambda sock: self.inbox.add_link(Link(sock, self._on_direct, lambda _link: None)))
         self.direct_address = gate.addresses[0]
 
-    def give_back_queued(self) -> None:
-        """The running task, sent by a lessee, waits in get(): hand back the tasks its
-        lessees sent behind it, which could be what it waits for (the node takes
-        back what it lined up behind a blocked task the same way: REVOKED)."""
+    def give_back_queued(self) -> Callable[[], None] | None:
+        """The running task waits in get(): hand back the tasks lessees sent behind
+        it, and those they send while it waits, which could be what it waits for
+        (the node takes back what it lined up behind a blocked task the same way:
+        REVOKED).  Returns what to call once it no longer waits."""
         if self.actor_id is not None:
-            return
-        queued = self.inbox.take(lambda item: item[0] == P.EXECUTE and item[1].task_id in self.direct_callers)
-        by_link: dict[Link | Loopback, list[bytes]] = {}
-        for item in queued:
-            by_link.setdefault(self.direct_callers.pop(item[1].task_id), []).append(item[1].task_id)
-        for link, task_ids in by_link.items():
-            self._answer(link, (P.REVOKED, task_ids))
+            return None
+        self.handing_back = True
+        try:
+            queued = self.inbox.take(lambda item: item[0] == P.EXECUTE and item[1].task_id in self.direct_callers)
+            by_link: dict[Link | Loopback, list[bytes]] = {}
+            for item in queued:
+                by_link.setdefault(self.direct_callers.pop(item[1].task_id), []).append(item[1].task_id)
+            for link, task_ids in by_link.items():
+                self._answer(link, (P.REVOKED, task_ids))
+            stop_watching = self.inbox.watch()  # what comes meanwhile goes back at once (_on_direct)
+        except BaseException:  # a cancellation's KeyboardInterrupt, say
+            self.handing_back = False
+            raise
+
+        def resume() -> None:
+            try:
+                stop_watching()
+            finally:
+                self.handing_back = False
+
+        return resume
 
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
         """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
         for message in messages:
             if message[0] == P.ACTOR_CALL or message[0] == P.SUBMIT:
                 spec = spec_from_wire(message[1])
+                if self.handing_back:
+                    self._answer(link, (P.REVOKED, [spec.task_id]))  # see give_back_queued
+                    continue
                 self.direct_callers[spec.task_id] = link
                 self.inbox.put((P.EXECUTE, spec, None, {}, []))
             elif message[0] == P.CANCEL:
