@@ -667,9 +667,12 @@ class Client:
     def _on_lease(self, lease_id: int, worker_id: int, address: str, session: str, shape: Any) -> None:
         lease = _Lease(lease_id, worker_id, address, shape)
         with self._lock:
+            wished = shape in self._wanted
             self._wanted.discard(shape)
             link = self._worker_links.get(worker_id)
             usable = session == self.session and not self.closed  # else a unix socket on another machine
+            if wished and not self._backlog.get(shape):
+                usable = False  # asked for tasks that no longer wait: of no use now
         if usable and link is None:
             try:
                 link = self._hub.connect(address, self.authkey, None, self._on_link_messages, self._on_link_lost)
@@ -898,6 +901,15 @@ class Client:
 
     def return_idle_leases(self) -> None:
         """Give back every idle lent worker (before asking the node what is free)."""
+        with self._lock:
+            asked = bool(self._wanted)
+        self._return_idle_leases()
+        if asked:
+            # A lease granted for a wish may be on its way: it comes before the
+            # answer to this, and goes back at once (see _on_lease).
+            self.request("sync")
+
+    def _return_idle_leases(self) -> None:
         release: list[bytes] = []
         with self._lock:
             idle = [lease for lease in self._lent.values() if lease.inflight == 0]
