@@ -879,21 +879,30 @@ class Node:
         self._send_task(task, worker, worker.task.allocation.gpu_ids)  # type: ignore[union-attr]
 
     def _grow_pool(self, node: NodeRecord) -> None:
-        """Start workers on ``node`` for the ready tasks that its resources allow to run now."""
+        """Start workers on ``node`` for the ready tasks, and the drivers' wishes for
+        leases, that its resources allow to run now."""
         workers = [w for w in self.workers.values() if w.node is node]
         starting = sum(1 for w in workers if w.client is None)
         unblocked = sum(1 for w in workers if not w.blocked and w.actor is None)
         available = dict(node.ledger.available)
+
+        def fits(demand: dict[str, int]) -> bool:
+            if any(available.get(n, 0) < u for n, u in demand.items()):
+                return False
+            for n, u in demand.items():
+                available[n] -= u
+            return True
+
         runnable = 0
         for tasks in self.ready.heads():
             for task in tasks:
-                if any(available.get(n, 0) < u for n, u in task.demand.items()):
+                if not fits(task.demand):
                     break
-                for n, u in task.demand.items():
-                    available[n] -= u
                 runnable += 1
                 if runnable > starting + 64:
                     break
+        if node is self.head:  # leases are lent on the head only (see _grant_wishes)
+            runnable += sum(1 for _client, shape in self.lease_wishes if fits(dict(shape)))
         limit = node.warm_workers * 4 + 16
         for _ in range(min(runnable - starting, limit - unblocked)):
             self._spawn_worker(node)
@@ -1152,12 +1161,8 @@ class Node:
                 self._lend_to(client, idle.pop(), ledger.acquire(demand), shape)
             else:
                 self.lease_wishes.append((client, shape))
-        if not idle and any(ledger.fits(dict(shape)) for _client, shape in self.lease_wishes):
-            # It fits but no worker is free: start one (tasks that need no CPU fit any number).
-            workers = [w for w in self.workers.values() if w.node is self.head]
-            starting = any(w.client is None for w in workers)
-            if not starting and len(workers) < self.head.warm_workers * 4 + 16:
-                self._spawn_worker(self.head)
+        if self.lease_wishes and not idle:
+            self._grow_pool(self.head)  # for those that fit but found no free worker
 
     def _revoke_leases(self) -> None:
         for worker in self.lent:
