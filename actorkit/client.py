@@ -134,6 +134,22 @@ class _Lease:
         state = "revoked" if self.revoked else f"{self.inflight} in flight"
         return f"<Lease worker {self.worker_id} {dict(self.shape)} {state}>"
 
+    def add(self, spec: TaskSpec) -> None:
+        """``spec`` is sent on this lease."""
+        self.inflight += 1
+        self.inflight_bytes += _inline_size(spec)
+        self.function = spec.function_id
+
+    def remove(self, spec: TaskSpec) -> None:
+        """``spec`` is answered, or handed back."""
+        self.inflight -= 1
+        self.inflight_bytes -= _inline_size(spec)
+
+
+def _inline_size(spec: TaskSpec) -> int:
+    """How many bytes of arguments ``spec`` carries in its own frame."""
+    return len(spec.args.data or b"")
+
 
 class _DirectCall:
     """An actor call, or a task for a lent worker, sent on a direct link (or waiting for
@@ -739,7 +755,7 @@ class Client:
             bool(self._leases.get(shape))
             and spec.function_bytes is None  # the node must see the function first
             and spec.may_go_direct()
-            and len(spec.args.data or b"") < LEASE_MAX_INLINE
+            and _inline_size(spec) < LEASE_MAX_INLINE
             # The node starts a task once its arguments are ready, not a worker waiting in get().
             and all(object_id in self._ready for object_id in spec.deps)
             # It would need a sync, whose answer this thread (a callback's) would have to read.
@@ -750,7 +766,7 @@ class Client:
         """The lease of ``shape`` with the fewest tasks in flight, if it has room for
         ``spec``: it is idle, or runs its function, known to be short and never to wait
         in get() (a task sent behind one could be what it waits for)."""
-        function_id, size = spec.function_id, len(spec.args.data or b"")
+        function_id, size = spec.function_id, _inline_size(spec)
         average, runs = self._durations.get(function_id, (1.0, 0))
         depth = 1
         if runs >= _SHORT_RUNS and average < _SHORT_S and function_id not in self._blocking:
@@ -805,9 +821,7 @@ class Client:
                     break
                 call = backlog.popleft()
                 call.lease = lease
-                lease.inflight += 1
-                lease.inflight_bytes += len(call.spec.args.data or b"")
-                lease.function = call.spec.function_id
+                lease.add(call.spec)
                 link = call.link = self._worker_links[lease.worker_id]
                 sends.setdefault(link, []).append(call)
             if backlog is not None and not backlog:
@@ -882,8 +896,7 @@ class Client:
         if lease is None:
             return None
         with self._lock:
-            lease.inflight -= 1
-            lease.inflight_bytes -= len(call.spec.args.data or b"")
+            lease.remove(call.spec)
             now = time.monotonic()
             # From when it started: when it was sent, or when the one before it on the worker ended.
             took = now - max(call.sent_at, lease.answered_at)
@@ -1019,9 +1032,7 @@ class Client:
             shape = calls[0].lease.shape  # type: ignore[union-attr]
             backlog = self._backlog.setdefault(shape, deque())
             for call in reversed(calls):
-                lease = call.lease
-                lease.inflight -= 1  # type: ignore[union-attr]
-                lease.inflight_bytes -= len(call.spec.args.data or b"")  # type: ignore[union-attr]
+                call.lease.remove(call.spec)  # type: ignore[union-attr]
                 call.lease = call.link = None
                 if call.cancelled:
                     cancelled.append(call)
@@ -1031,7 +1042,7 @@ class Client:
                 del self._backlog[shape]
             release = self._requeue_locked(shape)
         for call in cancelled:
-            self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
+            self._complete_cancelled(call)
         self._resent(release)
         return shape
 
@@ -1119,7 +1130,7 @@ class Client:
             if self.closed or not (lost or releases):
                 return
         for call in cancelled:
-            self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
+            self._complete_cancelled(call)
         for object_id in releases:
             self.release_ref(object_id)  # the node pins what the resent calls use first
         try:
@@ -1148,7 +1159,7 @@ class Client:
                     if not backlog:
                         del self._backlog[shape]
         if waiting:
-            self._complete_direct(task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
+            self._complete_cancelled(call)
             return True
         if lease is not None:
             if recursive:
@@ -1162,6 +1173,10 @@ class Client:
         except OSError:
             pass  # the worker died: the call is resent through the node, which fails it
         return True
+
+    def _complete_cancelled(self, call: _DirectCall) -> None:
+        """Answer ``call`` here, as cancelled: it will never be answered otherwise."""
+        self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
 
     def _cancelled(self, spec: TaskSpec) -> Payload:
         from .exceptions import TaskCancelledError
