@@ -213,12 +213,17 @@ def test_a_crash_after_an_answer_through_the_node_leaves_that_answer_alone(shutd
     assert ray.get(answered, timeout=T).sum() == 200_000
 
 
-def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdown_only, tmp_path):
+def hold_the_only_lease(tmp_path):
+    """On one CPU, a task that holds the driver's only lease until its gate is released."""
     ray.init(num_cpus=1)
     (tmp_path / "open").write_text("go")
     lent(wait_for_gate, str(tmp_path / "open"))
     gate = Gate(tmp_path / "gate")
-    held = wait_for_gate.remote(gate.path)  # the only CPU, on the lease
+    return gate, wait_for_gate.remote(gate.path)
+
+
+def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdown_only, tmp_path):
+    gate, held = hold_the_only_lease(tmp_path)
     batch = [pid.remote() for _ in range(20)]  # another function: they wait here
     other = add_one.options(num_cpus=0.5).remote(1)  # another shape: the lease is asked back
     gate.release()
@@ -229,11 +234,7 @@ def test_tasks_waiting_for_a_lease_are_not_stranded_when_it_is_asked_back(shutdo
 
 
 def test_cancel_a_task_waiting_for_a_lease(shutdown_only, tmp_path):
-    ray.init(num_cpus=1)
-    (tmp_path / "open").write_text("go")
-    lent(wait_for_gate, str(tmp_path / "open"))
-    gate = Gate(tmp_path / "gate")
-    held = wait_for_gate.remote(gate.path)  # the only CPU, on the lease
+    gate, held = hold_the_only_lease(tmp_path)
     waiting = pid.remote()  # another function: it waits in the driver
     ray.cancel(waiting)
     with pytest.raises(TaskCancelledError):
