@@ -16,7 +16,11 @@ ObjectRefs and actor handles met while pickling are collected as the value's
 from __future__ import annotations
 
 import io
+import linecache
+import marshal
 import pickle
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -43,6 +47,8 @@ class Serialized(NamedTuple):
 
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _code_reduce(obj)
         reducer = _custom_reducers.get(type(obj)) if _custom_reducers else None
         if reducer is not None:
             return reducer(obj)
@@ -55,6 +61,50 @@ class _Pickler(cloudpickle.Pickler):
             # takes other arguments (Ray loses such errors): rebuild without it.
             return (_rebuild_exception, (type(obj), obj.args, obj.__dict__ or None))
         return super().reducer_override(obj)
+
+
+def _code_reduce(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    # cloudpickle 3.1 renames every code object it pickles "<dynamic-code>",
+    # which strips file names and source lines from remote tracebacks.  marshal
+    # keeps the code object whole (the reader runs the same Python: spawned
+    # workers, and cluster members of one version).  The source lines travel
+    # with it, so the reader shows the lines that ran even where it cannot
+    # open the file (``python -c``, a notebook cell, a script on another
+    # machine or edited since).
+    return _load_code, (marshal.dumps(code), code.co_filename, *_source_span(code))
+
+
+def _source_span(code: types.CodeType) -> tuple[int, list[str]]:
+    """The first line number and the source lines of ``code``, nested code included."""
+    lines = linecache.getlines(code.co_filename)
+    if not lines and code.co_filename == "<string>" and "-c" in sys.orig_argv:
+        # ``python -c CODE`` leaves its source nowhere but on the command line.
+        source = sys.orig_argv[sys.orig_argv.index("-c") + 1]
+        lines = source.splitlines(keepends=True)
+    if not lines:
+        return 0, []
+    first = code.co_firstlineno
+    last = max((line for _, _, line in code.co_lines() if line is not None), default=first)
+    return first, lines[first - 1 : last]
+
+
+def _load_code(data: bytes, filename: str, first: int, lines: list[str]) -> types.CodeType:
+    if lines:
+        _remember_source(filename, first, lines)
+    return marshal.loads(data)
+
+
+def _remember_source(filename: str, first: int, lines: list[str]) -> None:
+    """Put ``lines`` into linecache as lines ``first...`` of ``filename``."""
+    entry = linecache.cache.get(filename)
+    if entry is not None and entry[1] is not None:
+        return  # this process read the file itself, as code it imported
+    known = list(entry[2]) if entry is not None else []
+    if len(known) < first - 1 + len(lines):
+        known.extend("\n" for _ in range(first - 1 + len(lines) - len(known)))
+    known[first - 1 : first - 1 + len(lines)] = lines
+    # An mtime of None tells linecache.checkcache() to leave the entry alone.
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
 
 
 def _has_own_init(cls: type) -> bool:
