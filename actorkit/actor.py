@@ -143,7 +143,7 @@ class ActorClass:
 
         client = runtime.current_client()
         options = self._options
-        arguments = encode_arguments(args, kwargs, client)
+        arguments = encode_arguments(args, kwargs, client, f"{self._cls.__qualname__}()")
         explicit_cpus = options.get("num_cpus") is not None
         held = resource_demand(options, default_cpus=0)
         placement = held if explicit_cpus else {**held, "CPU": held.get("CPU", 0) or 1}
@@ -227,7 +227,7 @@ class ActorMethod:
 
         target = self._target
         client = runtime.client_for(target.ref, f"actor {target.class_name}")
-        arguments = encode_arguments(args, kwargs, client)
+        arguments = encode_arguments(args, kwargs, client, f"{target.class_name}.{self._name}()")
         spec = TaskSpec(
             task_id=client.new_task_id(),
             job_id=runtime.current_job_id(),

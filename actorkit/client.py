@@ -547,9 +547,13 @@ class Client:
     # -------------------------------------------------------------- objects
 
     def put(self, value: Any) -> ObjectRef:
-        from .serialization import serialize
+        from .serialization import SerializationError, serialize
 
-        return self.put_serialized(serialize(value))
+        try:
+            serialized = serialize(value)
+        except SerializationError as e:
+            raise e.about("the value given to put()") from None
+        return self.put_serialized(serialized)
 
     def encode(self, value: Any, is_error: bool = False) -> Payload:
         """A payload for ``value``, its large parts in (recycled) shared memory."""

@@ -102,11 +102,20 @@ def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
         return type(
             f"TaskError({cause_cls.__name__})",
             (TaskError, cause_cls),
-            {"__str__": TaskError.__str__, "__init__": TaskError.__init__},
+            {"__str__": TaskError.__str__, "__init__": TaskError.__init__, "__getattr__": _cause_attribute},
         )
     except TypeError:
         # Layout conflicts (e.g. some C exception types) cannot be combined.
         return None
+
+
+def _cause_attribute(self: TaskError, name: str) -> Any:
+    # The error's own attributes (e.code of a custom error) live on its cause,
+    # as in Ray: reach them through the error the caller catches.
+    cause = self.__dict__.get("cause")
+    if cause is None or name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(cause, name)
 
 
 def _rebuild_task_error(

@@ -14,7 +14,7 @@ from . import payload as payload_codec
 from . import runtime
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
-from .serialization import dumps, serialize
+from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
 from .task_spec import ArgRef, TaskSpec
 
@@ -75,8 +75,10 @@ class RemoteFunction:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
         client = runtime.current_client()
         export = self._export
+        # Arguments first: one that cannot be pickled must not leave the
+        # function marked as sent when its bytes never left.
+        arguments = encode_arguments(args, kwargs, client, f"{self._name}()")
         function_bytes = function_bytes_to_send(client, export, self._function)
-        arguments = encode_arguments(args, kwargs, client)
         options = self._options
         max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
         spec = TaskSpec(
@@ -129,12 +131,35 @@ class EncodedArguments(NamedTuple):
     keep: list[ObjectRef]  # refs to large arguments put as objects: keep until the call is sent
 
 
-def encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], client: Any) -> EncodedArguments:
+def encode_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], client: Any, callee: str = "the call"
+) -> EncodedArguments:
     """Pickle a call's arguments; top-level ObjectRefs become ArgRef placeholders.
 
     Large arguments are put in the object store first and passed by reference,
-    as in Ray: written once into shared memory, read without a copy.
+    as in Ray: written once into shared memory, read without a copy.  An
+    argument that cannot be pickled raises SerializationError naming it as
+    an argument of ``callee``.
     """
+    try:
+        return _encode_arguments(args, kwargs, client)
+    except SerializationError as e:
+        raise _about_argument(e, callee) from None
+
+
+def _about_argument(error: SerializationError, callee: str) -> SerializationError:
+    """The error told of "argument 2 of f()", not of "[0][1]" of the (args, kwargs) pair."""
+    steps = error.steps
+    if len(steps) < 2 or steps[0] not in ("[0]", "[1]"):
+        return error.about(f"an argument of {callee}")
+    if steps[0] == "[0]":
+        subject = f"argument {int(steps[1][1:-1]) + 1} of {callee}"
+    else:
+        subject = f"keyword argument {steps[1][1:-1]} of {callee}"
+    return error.about(subject, steps[2:])
+
+
+def _encode_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], client: Any) -> EncodedArguments:
     global _NO_ARGS
     if not args and not kwargs:
         if _NO_ARGS is None:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from . import unmovable
 from .object_ref import collect_contained_refs
 
 OUT_OF_BAND_THRESHOLD = 100 * 1024
@@ -34,7 +35,35 @@ _custom_reducers: dict[type, Callable[[Any], Any]] = {}
 
 
 class SerializationError(TypeError):
-    """A value could not be serialized; the message names the culprit."""
+    """A value could not be serialized; the message names the culprit and where it is.
+
+    ``subject`` is what the caller handed over ("argument 2 of f()", "the value
+    given to put()"); ``steps`` is the path from there to the culprit.
+    """
+
+    def __init__(self, subject: str, steps: list[str], culprit_type: str, reason: str) -> None:
+        self.subject = subject
+        self.steps = steps
+        self.culprit_type = culprit_type
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = self.subject + (f", at {''.join(self.steps)}," if self.steps else "")
+        return f"cannot serialize {where} which is {_article(self.culprit_type)}: {self.reason}"
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.subject, self.steps, self.culprit_type, self.reason))
+
+    def about(self, subject: str, steps: list[str] | None = None) -> SerializationError:
+        """The same failure, told of ``subject`` (the steps are relative to it)."""
+        error = SerializationError(subject, self.steps if steps is None else steps, self.culprit_type, self.reason)
+        error.__cause__ = self.__cause__
+        return error
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 
 
 class Serialized(NamedTuple):
@@ -47,20 +76,80 @@ class Serialized(NamedTuple):
 
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.CodeType:
-            return _code_reduce(obj)
-        reducer = _custom_reducers.get(type(obj)) if _custom_reducers else None
+        kind = type(obj)
+        reducer = _custom_reducers.get(kind) if _custom_reducers else None
         if reducer is not None:
             return reducer(obj)
-        if (
-            isinstance(obj, BaseException)
-            and type(obj).__reduce__ is BaseException.__reduce__
-            and _has_own_init(type(obj))
-        ):
-            # Pickle rebuilds exceptions as cls(*args), which fails when __init__
-            # takes other arguments (Ray loses such errors): rebuild without it.
-            return (_rebuild_exception, (type(obj), obj.args, obj.__dict__ or None))
+        special = _special.get(kind, _UNKNOWN)
+        if special is _UNKNOWN:
+            special = _special[kind] = _special_reducer(kind)
+        if special is not None:
+            return special(self, obj)
         return super().reducer_override(obj)
+
+
+_UNKNOWN: Any = object()
+# The reducer of each type that actorkit pickles its own way (None: cloudpickle's
+# way), decided once per type: reducer_override runs for almost every object.
+_special: dict[type, Callable[[Any, Any], Any] | None] = {}
+
+
+def _special_reducer(kind: type) -> Callable[[Any, Any], Any] | None:
+    if kind is types.CodeType:
+        return lambda pickler, code: _code_reduce(code)
+    if issubclass(kind, type):
+        return _class_reduce
+    if kind.__module__ == "numpy" and kind.__name__ == "ndarray":
+        return _array_reduce
+    if issubclass(kind, BaseException):
+        if kind.__reduce__ is BaseException.__reduce__ and _has_own_init(kind):
+            return _exception_reduce
+        return None
+    reason = unmovable.refusal(kind)
+    if reason is not None:
+        return lambda pickler, obj: _refuse(obj, reason)
+    return None
+
+
+def _refuse(obj: Any, reason: str) -> Any:
+    raise unmovable.Refused(obj, reason)
+
+
+def _exception_reduce(pickler: Any, error: BaseException) -> Any:
+    # Pickle rebuilds exceptions as cls(*args), which fails when __init__
+    # takes other arguments (Ray loses such errors): rebuild without it.
+    return (_rebuild_exception, (type(error), error.args, error.__dict__ or None))
+
+
+def _class_reduce(pickler: Any, cls: type) -> Any:
+    reduced = cloudpickle.Pickler.reducer_override(pickler, cls)
+    if (
+        "__slots__" in cls.__dict__
+        and isinstance(reduced, tuple)
+        and getattr(reduced[0], "__name__", "") == "_make_skeleton_class"
+    ):
+        # cloudpickle rebuilds a class by value without its __slots__, so its
+        # instances grow a __dict__ and no longer unpickle into the original
+        # class: give the rebuilt class its slots back.
+        args = list(reduced[1])
+        args[3] = {**args[3], "__slots__": cls.__dict__["__slots__"]}
+        reduced = (reduced[0], tuple(args), *reduced[2:])
+    return reduced
+
+
+def _array_reduce(pickler: Any, array: Any) -> Any:
+    if array.nbytes >= OUT_OF_BAND_THRESHOLD or array.dtype.hasobject:
+        return NotImplemented  # numpy's own reduction: large buffers go out of band, read-only
+    # A small array would come back writable from its in-band copy; Ray makes
+    # every array it hands out read-only, whatever its size.
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    return _frozen_array, (array.tobytes(order=order), array.dtype, array.shape, order)
+
+
+def _frozen_array(data: bytes, dtype: Any, shape: tuple[int, ...], order: str) -> Any:
+    import numpy as np
+
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
 
 def _code_reduce(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
@@ -117,7 +206,7 @@ def _has_own_init(cls: type) -> bool:
 
 
 def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None) -> BaseException:
-    error = cls.__new__(cls, *args)
+    error = cls.__new__(cls, *args)  # no __init__: its signature is the class's own
     error.args = args
     if state:
         error.__dict__.update(state)
@@ -172,22 +261,6 @@ def serialize(value: Any) -> Serialized:
         collect_contained_refs(outer)
 
 
-def _dill_dumps(value: Any, buffers: list[pickle.PickleBuffer], first_error: Exception) -> bytes:
-    import dill
-
-    try:
-        return dill.dumps(value, protocol=5, buffer_callback=_buffer_sink(buffers), recurse=True)
-    except Exception:
-        pass
-    path, culprit = find_unserializable(value)
-    raise SerializationError(
-        f"cannot serialize {_describe(value)}: {path} of type "
-        f"{type(culprit).__module__}.{type(culprit).__qualname__} cannot be pickled "
-        f"(cloudpickle: {first_error}; dill failed too). Register a serializer for it with "
-        f"actorkit.util.register_serializer, or pass something that can be pickled."
-    ) from first_error
-
-
 def dumps(value: Any) -> bytes:
     """Pickle to one in-band bytes string (for functions, small messages)."""
     try:
@@ -196,6 +269,78 @@ def dumps(value: Any) -> bytes:
         return stream.getvalue()
     except Exception as cloudpickle_error:
         return _dill_dumps(value, [], cloudpickle_error)
+
+
+def _dill_dumps(value: Any, buffers: list[pickle.PickleBuffer], first_error: Exception) -> bytes:
+    """dill's try at what cloudpickle could not pickle, or the error that says why not."""
+    if isinstance(first_error, unmovable.Refused):
+        raise _refusal_error(value, first_error) from None
+    # cloudpickle re-raises a RecursionError as a PicklingError; dill and the
+    # search for a culprit would only hit the same limit, slowly.
+    if isinstance(first_error, RecursionError) or isinstance(first_error.__context__, RecursionError):
+        raise SerializationError(
+            "the value",
+            [],
+            "structure nested too deeply",
+            f"pickling reached Python's recursion limit ({sys.getrecursionlimit()}). "
+            "Flatten it, or raise the limit with sys.setrecursionlimit() in both processes.",
+        ) from None
+    try:
+        return _DillPickler.dumps(value, buffers)
+    except unmovable.Refused as refused:
+        raise _refusal_error(value, refused) from None
+    except Exception:
+        pass
+    steps, culprit = unmovable.deepest_failure(value, _pickles)
+    raise SerializationError(
+        "the value",
+        steps,
+        unmovable.type_name(culprit),
+        f"it cannot be pickled (cloudpickle: {_short(first_error)}; dill failed too). Register a "
+        "serializer for it with actorkit.util.register_serializer, or pass something that can "
+        "be pickled.",
+    ) from first_error
+
+
+def _refusal_error(value: Any, refused: unmovable.Refused) -> SerializationError:
+    steps = unmovable.path_to(value, refused.culprit)
+    return SerializationError(
+        "the value", steps if steps is not None else ["<somewhere inside>"], unmovable.type_name(refused.culprit), refused.reason
+    )
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _DillPickler:
+    """dill, refusing what cloudpickle refuses: it would copy a lock or reopen a file."""
+
+    _class: Any = None
+
+    @classmethod
+    def dumps(cls, value: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
+        if cls._class is None:
+            import dill
+
+            class Pickler(dill.Pickler):  # type: ignore[misc]
+                def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+                    reason = _refusal_of(type(obj))
+                    if reason is not None:
+                        raise unmovable.Refused(obj, reason)
+                    super().save(obj, save_persistent_id)
+
+            cls._class = Pickler
+        stream = io.BytesIO()
+        cls._class(stream, protocol=5, buffer_callback=_buffer_sink(buffers), recurse=True).dump(value)
+        return stream.getvalue()
+
+
+def _refusal_of(kind: type) -> str | None:
+    if _custom_reducers and kind in _custom_reducers:
+        return None
+    return unmovable.refusal(kind)
 
 
 def register_serializer(
@@ -224,57 +369,37 @@ def deregister_serializer(cls: type) -> None:
 def _pickles(obj: Any) -> bool:
     """Whether ``obj`` can be pickled by cloudpickle or, failing that, dill."""
     try:
-        cloudpickle.dumps(obj, protocol=5)
+        _Pickler(io.BytesIO(), protocol=5).dump(obj)
         return True
+    except unmovable.Refused:
+        return False
     except Exception:
         pass
-    import dill
-
     try:
-        dill.dumps(obj, protocol=5, recurse=True)
+        _DillPickler.dumps(obj, [])
         return True
     except Exception:
         return False
 
 
-def _children(obj: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield f"[{k!r}]", v
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for i, v in enumerate(obj):
-            yield f"[{i}]", v
-    else:
-        attrs = getattr(obj, "__dict__", None)
-        if isinstance(attrs, dict):
-            for k, v in attrs.items():
-                yield f".{k}", v
-        for slot in getattr(type(obj), "__slots__", ()):
-            if isinstance(slot, str) and hasattr(obj, slot):
-                yield f".{slot}", getattr(obj, slot)
-        closure = getattr(obj, "__closure__", None)
-        code = getattr(obj, "__code__", None)
-        if closure and code is not None:
-            for name, cell in zip(code.co_freevars, closure):
-                try:
-                    yield f".<closure {name}>", cell.cell_contents
-                except ValueError:
-                    continue
+def picklable_copy(error: BaseException) -> BaseException | None:
+    """``error`` rebuilt as its own class with only the parts that pickle, or None.
+
+    An exception holding a lock or a socket would otherwise reach the caller
+    only as text, and ``except MyError`` would no longer catch it.
+    """
+    kind = type(error)
+    args = tuple(a if _pickles(a) else repr(a) for a in error.args)
+    state = {k: v for k, v in getattr(error, "__dict__", {}).items() if _pickles(v)}
+    try:
+        copy = _rebuild_exception(kind, args, state)
+        pickle.loads(dumps(copy))
+    except Exception:
+        return None
+    return copy
 
 
-def find_unserializable(value: Any, path: str = "value") -> tuple[str, Any]:
+def find_unserializable(value: Any) -> tuple[str, Any]:
     """The attribute path and object of the deepest part of ``value`` that won't pickle."""
-    seen: set[int] = set()
-    node, node_path = value, path
-    while True:
-        seen.add(id(node))
-        for suffix, child in _children(node):
-            if id(child) not in seen and not _pickles(child):
-                node, node_path = child, node_path + suffix
-                break
-        else:
-            return node_path, node
-
-
-def _describe(value: Any) -> str:
-    return f"a {type(value).__qualname__}"
+    steps, culprit = unmovable.deepest_failure(value, _pickles)
+    return "value" + "".join(steps), culprit

@@ -36,6 +36,7 @@ from .gate import Gate
 from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
+from .serialization import SerializationError, dumps, picklable_copy
 from .task_spec import ArgRef, TaskSpec, spec_from_wire
 
 
@@ -291,7 +292,10 @@ class TaskExecutor:
                     f"task {spec.name} has num_returns={n} but returned "
                     f"{type(result).__name__} {result!r:.80}; return a sequence of {n} values"
                 )
-        return [self.client.encode(v) for v in values]
+        try:
+            return [self.client.encode(v) for v in values]
+        except SerializationError as e:
+            raise e.about(f"the value {spec.name}() returned") from None
 
     def _task_error(self, spec: Any, error: BaseException) -> Payload:
         return payload_codec.encode(self.wrap_error(spec.name, error), self.client.session, is_error=True)
@@ -305,7 +309,7 @@ class TaskExecutor:
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(error), error, tb))
-        cause = error if _round_trips(error) else None
+        cause = error if _round_trips(error) else picklable_copy(error)
         return TaskError(name, text, cause, os.getpid(), type(error).__name__)
 
     # -------------------------------------------------------------- actors
@@ -436,8 +440,6 @@ def _should_retry(spec: TaskSpec, error: BaseException) -> bool:
 
 def _round_trips(error: BaseException) -> bool:
     """Whether ``error`` survives pickling (one holding a socket, say, may not)."""
-    from .serialization import dumps
-
     try:
         pickle.loads(dumps(error))
         return True

@@ -245,8 +245,8 @@ def test_large_arrays_go_through_shared_memory_once(pool):
     expected = float(big.sum())
     # Read-only: the workers map the shared segment instead of unpickling a copy.
     assert results == [(expected + i, False) for i in range(12)]
-    small = np.ones(10)
-    assert pool.map(array_info, [small]) == [(10.0, True)]
+    small = np.ones(10)  # inline, and read-only too, as in Ray
+    assert pool.map(array_info, [small]) == [(10.0, False)]
     assert client.stats["puts"] == puts + 1
 
 
