@@ -21,12 +21,30 @@ the next queued call is submitted.  A call still queued can be cancelled
 (``Future.cancel()`` or ``shutdown(cancel_futures=True)``); a running one
 cannot, as in the standard library.
 
-Each function becomes one remote function, exported to the workers once,
-whatever the number of calls.  Errors are raised as ``ProcessPoolExecutor``
-raises them: the original exception, with the remote traceback chained as
-``__cause__`` (``actorkit.exceptions`` errors for a crashed worker).  Tasks are
-not retried (``max_retries=0``, as a process pool does not re-run work);
-change that and other task options with ``ray_remote_args``.
+Each module-level function becomes one remote function, exported to the
+workers once, whatever the number of calls; other callables (lambdas,
+closures, callable objects) travel with each call's arguments, so the
+executor keeps nothing alive once a call is done (a bound method is sent as
+its function and its object).  Arguments and results are pickled to bytes on
+each side, as the standard library pickles them, and faults land where they
+land there:
+
+* the call raises, or pickling its arguments or its result fails: that
+  future's error (``sys.exit()`` in the call is a ``SystemExit`` there);
+* a worker dies (a segfault, ``os._exit``), or a call's arguments or result
+  cannot be unpickled: the executor is broken, every pending and running
+  future fails with ``BrokenProcessPool`` and later submits raise it.
+
+Errors are raised as ``ProcessPoolExecutor`` raises them: the original
+exception, with the remote traceback chained as ``__cause__``.  Tasks are not
+retried (``max_retries=0``, as a process pool does not re-run work); change
+that and other task options with ``ray_remote_args``.
+
+``map()`` sends the calls in chunks (by default a few per worker, at most 64
+calls a task), and raises a call's error at that call.  When the interpreter
+exits, calls already submitted run to the end first, and ``submit()`` from
+then on (from an ``atexit`` handler, say) raises ``RuntimeError``, as in the
+standard library.
 
 ``initializer(*initargs)`` runs once in each worker process before the first
 call of this executor there.  Task workers are shared with other work, so
@@ -38,36 +56,87 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import itertools
 import os
+import pickle
 import queue as _queue
 import threading
+import time
+import traceback
+import types
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..api import remote
-from ._common import cluster_cpus, describe_callable, ensure_initialized, unwrap_task_error
+from ..api import cancel, remote
+from ..exceptions import WorkerCrashedError
+from ..serialization import SerializationError, dumps, picklable_copy
+from ._common import cluster_cpus, describe_callable, ensure_initialized, unwrap_task_error, with_remote_traceback
 from ._namespace import bind_to_process_namespace
 
 __all__ = ["Executor"]
 
 _REMOTE_CACHE = 128  # remote functions kept per executor (least recently used are dropped)
+_MAX_AUTO_CHUNK = 64  # calls per task when map() chooses the chunk size
 
 # Per worker process: the executors whose initializer already ran here.
 _initialized: set[bytes] = set()
 
+# Set when the interpreter starts to exit, as concurrent.futures.process does.
+_global_shutdown = False
+_live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _python_exit() -> None:
+    # Runs before non-daemon threads are joined and before atexit handlers (the
+    # node's shutdown among them): work submitted just before the exit finishes.
+    global _global_shutdown
+    _global_shutdown = True
+    for executor in list(_live_executors):
+        executor._wait_for_dispatcher()
+
+
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
+
+class _BrokenCall(Exception):
+    """A call's arguments could not be unpickled in the worker: the pool is broken, as in the stdlib."""
+
+
+class _Exit(Exception):
+    """The call raised SystemExit; carried as an ordinary error so the worker carries on."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(code)
+        self.code = code
+
 
 class _Call:
-    """What a task runs: the user's function, after this executor's initializer (once per process)."""
+    """What a task runs: the user's call, after this executor's initializer (once per process).
 
-    def __init__(self, fn: Callable[..., Any], scope: bytes, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+    Arguments and results cross as bytes pickled here, as the standard library
+    pickles them: an error while unpickling the arguments breaks the pool, an
+    error while pickling the result is that call's error, and ``sys.exit()``
+    in the call is its error, not the worker's end.  With ``fn`` None the
+    callable travels with each call's arguments (one not worth caching).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None,
+        scope: bytes,
+        initializer: Callable[..., Any] | None,
+        initargs: tuple[Any, ...],
+        chunked: bool = False,
+    ) -> None:
         self.fn = fn
         self.scope = scope
         self.initializer = initializer
         self.initargs = initargs
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
-        self.__qualname__ = describe_callable(fn)
+        self.chunked = chunked
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__) if fn is not None else "call"
+        self.__qualname__ = describe_callable(fn) if fn is not None else "Executor.call"
         self._bound: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -77,45 +146,106 @@ class _Call:
         self.__dict__.update(state)
         self._bound = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, packed: bytes) -> bytes:
         if self.scope not in _initialized:
             if self.initializer is not None:
                 bind_to_process_namespace(self.initializer, self.scope)(*self.initargs)
             _initialized.add(self.scope)
-        if self._bound is None:
-            self._bound = bind_to_process_namespace(self.fn, self.scope)
-        return self._bound(*args, **kwargs)
+        try:
+            unpacked = pickle.loads(packed)
+        except BaseException as e:  # noqa: B036  (SystemExit while unpickling too)
+            raise _BrokenCall(f"the arguments could not be unpickled in worker pid {os.getpid()}: {e!r}") from None
+        if self.fn is None:
+            fn, args, kwargs = unpacked
+            fn = bind_to_process_namespace(fn, self.scope)
+        else:
+            if self._bound is None:
+                self._bound = bind_to_process_namespace(self.fn, self.scope)
+            fn, (args, kwargs) = self._bound, unpacked
+        if self.chunked:
+            return _pack([_outcome(fn, item) for item in args[0]])
+        try:
+            result = fn(*args, **kwargs)
+        except SystemExit as e:
+            raise _Exit(e.code) from None
+        return _pack(result)
 
 
-def _process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    """Run ``fn`` on each argument tuple of a chunk (``Executor.map`` with ``chunksize > 1``)."""
-    return [fn(*args) for args in chunk]
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One call of a chunk: (True, result) or (False, error, remote traceback)."""
+    try:
+        return (True, fn(*args))
+    except BaseException as e:  # noqa: B036
+        error: BaseException = SystemExit(e.code) if isinstance(e, SystemExit) else e
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        try:
+            dumps(error)
+        except Exception:
+            error = picklable_copy(error) or RuntimeError(f"{type(e).__name__}: {e}")
+        return (False, error.with_traceback(None), text)
 
 
-def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[list[tuple[Any, ...]]]:
-    it = zip(*iterables)
-    while chunk := list(itertools.islice(it, chunksize)):
-        yield chunk
+def _pack(value: Any) -> bytes:
+    try:
+        return dumps(value)
+    except SystemExit as e:
+        raise _Exit(e.code) from None
+    except SerializationError as e:
+        # Raise what pickle raised (PicklingError, say), as the stdlib does.
+        raise (e.__cause__ or e) from None
 
 
-def _flatten(results: Iterator[list[Any]]) -> Iterator[Any]:
+def _pack_arguments(value: Any) -> bytes:
+    try:
+        return dumps(value)
+    except SerializationError as e:
+        raise (e.__cause__ or e) from None
+
+
+def _is_long_lived(fn: Any) -> bool:
+    """A module-level function: it lives as long as its module, so caching it keeps nothing alive."""
+    return (
+        isinstance(fn, types.FunctionType)
+        and "<locals>" not in fn.__qualname__
+        and fn.__name__ != "<lambda>"
+    )
+
+
+def _chunks(items: list[tuple[Any, ...]], chunksize: int) -> Iterator[list[tuple[Any, ...]]]:
+    for start in range(0, len(items), chunksize):
+        yield items[start : start + chunksize]
+
+
+def _flatten(results: Iterator[list[tuple[Any, ...]]]) -> Iterator[Any]:
     for chunk in results:
-        yield from chunk
-
-
-def _post_done(events: _queue.SimpleQueue[tuple[Any, ...]], item: _WorkItem, done: concurrent.futures.Future[Any]) -> None:
-    # Runs in the client's receiver thread: only hand the result over.
-    events.put((_DONE, item, done))
+        for outcome in chunk:
+            if outcome[0]:
+                yield outcome[1]
+            else:
+                raise with_remote_traceback(outcome[1], outcome[2])
 
 
 class _WorkItem:
-    __slots__ = ("future", "fn", "args", "kwargs")
+    __slots__ = ("future", "fn", "args", "kwargs", "chunked")
 
-    def __init__(self, future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        future: concurrent.futures.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        chunked: bool = False,
+    ) -> None:
         self.future = future
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+        self.chunked = chunked
+
+
+def _post_done(events: Any, item: _WorkItem, done: concurrent.futures.Future[Any]) -> None:
+    # Runs in the client's receiver thread: only hand the result over.
+    events.put((_DONE, item, done))
 
 
 _SUBMIT, _DONE, _SHUTDOWN = range(3)
@@ -162,21 +292,23 @@ class Executor(concurrent.futures.Executor):
         if max_tasks_per_child is not None:
             self._options["max_calls"] = max_tasks_per_child
         self._scope = os.urandom(8)
-        self._remotes: OrderedDict[int, tuple[Callable[..., Any], Any]] = OrderedDict()
+        self._remotes: OrderedDict[Any, Any] = OrderedDict()
         self._events: _queue.SimpleQueue[tuple[Any, ...]] = _queue.SimpleQueue()
         self._pending: deque[_WorkItem] = deque()  # dispatcher thread only
-        self._running = 0  # dispatcher thread only
+        self._running: dict[_WorkItem, Any] = {}  # dispatcher thread only: item -> its ObjectRef
         self._submitted = 0
         self._completed = 0
         self._lock = threading.Lock()
         self._shutdown = False
+        self._broken: str | None = None
         self._thread: threading.Thread | None = None
+        _live_executors.add(self)
 
     def __repr__(self) -> str:
-        state = "shut down" if self._shutdown else "running"
+        state = "broken" if self._broken else "shut down" if self._shutdown else "running"
         return (
             f"<actorkit.util.futures.Executor {state} max_workers={self._max_workers} "
-            f"submitted={self._submitted} completed={self._completed} running={self._running} "
+            f"submitted={self._submitted} completed={self._completed} running={len(self._running)} "
             f"queued={len(self._pending)}>"
         )
 
@@ -186,39 +318,52 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)``; returns its ``Future`` at once."""
         if not callable(fn):
             raise TypeError(f"submit() expects a callable, not {type(fn).__name__}")
+        return self._submit(_WorkItem(concurrent.futures.Future(), fn, args, kwargs))
+
+    def _submit(self, item: _WorkItem) -> concurrent.futures.Future[Any]:
         with self._lock:
+            if self._broken:
+                raise BrokenProcessPool(self._broken)
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            if _global_shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self._submitted += 1
-            self._events.put((_SUBMIT, _WorkItem(future, fn, args, kwargs)))
+            self._events.put((_SUBMIT, item))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="actorkit-executor", daemon=True)
                 self._thread.start()
-        return future
+        return item.future
 
     def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
     ) -> Iterator[Any]:
         """``fn`` over the zipped iterables, results in order (as ``ProcessPoolExecutor.map``).
 
-        With ``chunksize > 1`` each task runs a chunk of that many calls.
-        ``timeout`` counts from this call; a result not ready by then raises
+        Each task runs a chunk of ``chunksize`` calls; by default the chunk
+        size is chosen so that each worker gets several chunks (a task per
+        call would spend more time on messages than on work).  An error is
+        raised by the iterator at the call that raised it.  ``timeout``
+        counts from this call; a result not ready by then raises
         ``TimeoutError`` from the iterator.
         """
-        if chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        results = super().map(functools.partial(_process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout)
-        return _flatten(results)
+        items = list(zip(*iterables))  # the stdlib submits everything at once too
+        if chunksize is None:
+            chunksize = max(1, min(_MAX_AUTO_CHUNK, len(items) // (4 * self._max_workers)))
+        futures = [
+            self._submit(_WorkItem(concurrent.futures.Future(), fn, (chunk,), {}, chunked=True))
+            for chunk in _chunks(items, chunksize)
+        ]
+        return _flatten(_results_in_order(futures, timeout))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Accept no more calls; with ``cancel_futures`` cancel those still queued; with ``wait`` wait for the rest."""
+        """Accept no more calls; with ``cancel_futures`` cancel those not yet started; with ``wait`` wait for the rest."""
         with self._lock:
             if not self._shutdown:
                 self._shutdown = True
@@ -229,18 +374,36 @@ class Executor(concurrent.futures.Executor):
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _wait_for_dispatcher(self) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     # ------------------------------------------------------------ dispatcher
 
-    def _remote_for(self, fn: Callable[..., Any]) -> Any:
-        entry = self._remotes.get(id(fn))
-        if entry is not None and entry[0] is fn:
-            self._remotes.move_to_end(id(fn))
-            return entry[1]
-        remote_fn = remote(**self._options)(_Call(fn, self._scope, self._initializer, self._initargs))
-        self._remotes[id(fn)] = (fn, remote_fn)
-        while len(self._remotes) > _REMOTE_CACHE:
-            self._remotes.popitem(last=False)
-        return remote_fn
+    def _remote_for(self, item: _WorkItem) -> tuple[Any, bytes]:
+        """The remote function for the item's call, and the call's arguments as bytes."""
+        fn, args = item.fn, item.args
+        if isinstance(fn, types.MethodType) and _is_long_lived(fn.__func__):
+            # Cache the function, not the bound method: the executor must not
+            # keep the method's object alive once its calls are done.
+            fn, args = fn.__func__, (fn.__self__, *args)
+        if not _is_long_lived(fn):
+            key: Any = ("call", item.chunked)
+            packed = _pack_arguments((fn, args, item.kwargs))
+            fn = None
+        else:
+            key = (fn, item.chunked)
+            packed = _pack_arguments((args, item.kwargs))
+        remote_fn = self._remotes.get(key)
+        if remote_fn is None:
+            remote_fn = remote(**self._options)(_Call(fn, self._scope, self._initializer, self._initargs, item.chunked))
+            self._remotes[key] = remote_fn
+            while len(self._remotes) > _REMOTE_CACHE:
+                self._remotes.popitem(last=False)
+        else:
+            self._remotes.move_to_end(key)
+        return remote_fn, packed
 
     def _loop(self) -> None:
         stopping = False
@@ -275,25 +438,73 @@ class Executor(concurrent.futures.Executor):
                 self._remotes.clear()
 
     def _start_calls(self) -> None:
-        while self._pending and self._running < self._max_workers:
+        while self._pending and len(self._running) < self._max_workers and not self._broken:
             item = self._pending.popleft()
             if not item.future.set_running_or_notify_cancel():
                 continue  # cancelled while queued
             try:
-                ref = self._remote_for(item.fn).remote(*item.args, **item.kwargs)
-            except BaseException as e:  # e.g. arguments that cannot be pickled
+                remote_fn, packed = self._remote_for(item)
+                ref = remote_fn.remote(packed)
+            except BaseException as e:  # noqa: B036  (arguments that cannot be pickled)
                 item.future.set_exception(e)
                 self._completed += 1
                 continue
-            self._running += 1
+            self._running[item] = ref
             ref.future().add_done_callback(functools.partial(_post_done, self._events, item))
             item.fn = item.args = item.kwargs = None  # type: ignore[assignment]  # let them go
 
     def _finish(self, item: _WorkItem, done: concurrent.futures.Future[Any]) -> None:
-        self._running -= 1
+        if self._running.pop(item, None) is None:
+            return  # already failed by a break
         self._completed += 1
         error = done.exception()
         if error is not None:
-            item.future.set_exception(unwrap_task_error(error))
-        else:
-            item.future.set_result(done.result())
+            error = unwrap_task_error(error)
+            if isinstance(error, (WorkerCrashedError, _BrokenCall)):
+                self._break(item, error)
+                return
+            if isinstance(error, _Exit):
+                error = with_remote_traceback(SystemExit(error.code), "")
+            item.future.set_exception(error)
+            return
+        try:
+            value = pickle.loads(done.result())
+        except BaseException as e:  # noqa: B036  (as the stdlib's result handler)
+            self._break(item, e)
+            return
+        item.future.set_result(value)
+
+    def _break(self, item: _WorkItem, reason: BaseException) -> None:
+        """A worker died or a call could not be read: fail every call, as ProcessPoolExecutor does."""
+        self._broken = (
+            f"A process of this executor died or could not read a call ({type(reason).__name__}: "
+            f"{reason}); the executor is not usable anymore. Create a new Executor to go on."
+        )
+        failed = [item, *self._running, *self._pending]
+        refs = list(self._running.values())
+        self._running.clear()
+        self._pending.clear()
+        for ref in refs:
+            cancel(ref, force=True)
+        for each in failed:
+            if not each.future.done():
+                error = BrokenProcessPool(self._broken)
+                error.__cause__ = reason
+                if each.future.running() or each.future.set_running_or_notify_cancel():
+                    each.future.set_exception(error)
+
+
+def _results_in_order(futures: list[concurrent.futures.Future[Any]], timeout: float | None) -> Iterator[Any]:
+    """The futures' results in order, as ``Executor.map`` yields them; the rest are cancelled on an error."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    futures.reverse()
+    try:
+        while futures:
+            future = futures.pop()
+            if deadline is None:
+                yield future.result()
+            else:
+                yield future.result(deadline - time.monotonic())
+    finally:
+        for future in futures:
+            future.cancel()
