@@ -31,6 +31,8 @@ from .api import (
     wait,
 )
 from .object_ref import ObjectRef
+
+ObjectID = ObjectRef  # Ray's older name
 from .runtime import init, is_initialized, shutdown
 
 __version__ = "0.1.0"
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "ObjectID",
     "ObjectRef",
     "RuntimeContext",
     "available_resources",

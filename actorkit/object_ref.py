@@ -38,8 +38,13 @@ class ObjectRef:
 
     __slots__ = ("_id", "_client", "__weakref__")
 
-    def __init__(self, object_id: bytes, client: Client | None) -> None:
-        # Made by the runtime only: a ref is counted by the client that made it.
+    def __init__(self, object_id: bytes, client: Client | None = None) -> None:
+        # The runtime passes its client: such a ref is counted.  A user's
+        # ``ObjectRef(ref.binary())`` is not, as in Ray: it names the object,
+        # which lives as long as counted refs to it do.
+        if type(object_id) is not bytes:
+            self._client = None  # __del__ still runs
+            raise TypeError(f"ObjectRef() needs the bytes of ref.binary(), not {type(object_id).__name__}")
         self._id = object_id
         self._client = client
 
@@ -48,6 +53,11 @@ class ObjectRef:
 
     def hex(self) -> str:
         return self._id.hex()
+
+    @classmethod
+    def from_hex(cls, hex_id: str) -> ObjectRef:
+        """The (uncounted) ref whose ``hex()`` is ``hex_id``."""
+        return cls(bytes.fromhex(hex_id))
 
     def task_id(self) -> bytes:
         return self._id[:-4]

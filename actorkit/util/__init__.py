@@ -4,6 +4,7 @@
 * ``SignalActor``: an event tasks can wait on; ``FileLock``: ``filelock.FileLock``.
 * ``as_completed``: results of many refs as they finish, with a progress bar.
 * ``register_serializer`` / ``deregister_serializer``: custom pickling per type.
+* ``inspect_serializability``: which parts of a value cannot be sent, and why.
 
 Submodules: ``actorkit.util.queue`` (``Queue``, ``Empty``, ``Full``),
 ``actorkit.util.multiprocessing`` (``Pool``), ``actorkit.util.futures``
@@ -13,6 +14,7 @@ Submodules: ``actorkit.util.queue`` (``Queue``, ``Empty``, ``Full``),
 from ..serialization import deregister_serializer, register_serializer
 from .actor_pool import ActorPool
 from .helpers import as_completed
+from .serializability import inspect_serializability
 from .sync import FileLock, SignalActor
 
 __all__ = [
@@ -21,5 +23,6 @@ __all__ = [
     "SignalActor",
     "as_completed",
     "deregister_serializer",
+    "inspect_serializability",
     "register_serializer",
 ]

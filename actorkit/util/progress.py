@@ -122,6 +122,16 @@ class ProgressBar:
         if self._bar is not None and n:
             self._bar.update(n)
 
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+        bar = self._bar
+        if bar is None:
+            return
+        if hasattr(bar, "set_description"):
+            bar.set_description(desc)  # tqdm's
+        else:
+            bar.desc = desc
+
     def close(self) -> None:
         bar, self._bar = self._bar, None
         if bar is not None:

@@ -1,0 +1,1 @@
+"""Ray's ``ray.experimental`` names that scripts import (``tqdm_ray``)."""
