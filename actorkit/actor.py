@@ -19,6 +19,7 @@ import os
 from typing import Any, NamedTuple
 
 from . import runtime
+from .dag import ClassMethodNode, ClassNode
 from .object_ref import ObjectRef
 from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
 
@@ -134,6 +135,10 @@ class ActorClass:
         validate_actor_options(options, f"{self.__qualname__}.options()")
         return ActorClass(self._cls, {**self._options, **options}, self._export)
 
+    def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
+        """A DAG node that creates this actor when the graph runs (see ``actorkit.dag``)."""
+        return ClassNode(self, args, kwargs)
+
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Start an actor; returns its handle at once (``__init__`` runs in the background)."""
         from . import protocol as P
@@ -219,6 +224,10 @@ class ActorMethod:
         n = self._num_returns if num_returns is None else num_returns
         whole_number(f"{self._name}.options()", "num_returns", n, 0)
         return ActorMethod(self._target, self._name, n)
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
+        """A DAG node that calls this method when the graph runs (see ``actorkit.dag``)."""
+        return ClassMethodNode.of_live_actor(self, self._name, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from . import protocol as P

@@ -14,6 +14,7 @@ from . import payload as payload_codec
 from . import runtime
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
+from .dag import FunctionNode
 from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
 from .task_spec import ArgRef, TaskSpec
@@ -70,6 +71,10 @@ class RemoteFunction:
         merged = {**self._options, **options}
         validate_task_options(options, f"{self._name}.options()")
         return RemoteFunction(self._function, merged, self._export)
+
+    def bind(self, *args: Any, **kwargs: Any) -> FunctionNode:
+        """A DAG node that calls this function when the graph runs (see ``actorkit.dag``)."""
+        return FunctionNode(self, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
