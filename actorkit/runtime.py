@@ -40,6 +40,7 @@ _INIT_KEYWORDS = (
     "include_dashboard",
     "logging_level",
     "runtime_env",
+    "local_mode",
     "_temp_dir",
 )
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
@@ -176,6 +177,7 @@ def init(
     include_dashboard: bool | None = None,
     logging_level: Any = None,
     runtime_env: dict[str, Any] | None = None,
+    local_mode: bool | None = None,
     _temp_dir: str | None = None,
     **unknown: Any,
 ) -> dict[str, Any]:
@@ -209,6 +211,11 @@ def init(
                 )
             _driver, _client = _connect_to_cluster(address, namespace, log_to_driver)
             return dict(_driver.node_info)
+        if local_mode is None:
+            local_mode = os.environ.get("ACTORKIT_LOCAL_MODE", "") not in ("", "0")
+        if local_mode:
+            _driver, _client = _start_local_mode(namespace)
+            return dict(_driver.node_info)
         totals = _validated_resources(num_cpus, num_gpus, resources)
         store_memory = _validated_store_memory(object_store_memory)
         if namespace is not None and not isinstance(namespace, str):
@@ -217,6 +224,24 @@ def init(
             raise ValueError("init(runtime_env=...) is not supported; pass runtime_env to .options()")
         _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
         return dict(_driver.node_info)
+
+
+class _LocalDriver:
+    """The driver's record in local mode: no node, no processes (see ``local_mode.py``)."""
+
+    owns_node = False
+    log_printer = None
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.node_info = {"node_id": "local", "local_mode": True, "namespace": namespace}
+
+
+def _start_local_mode(namespace: str | None) -> tuple[Any, Any]:
+    from .local_mode import LocalClient
+
+    client = LocalClient(namespace)
+    return _LocalDriver(client.namespace), client
 
 
 def _validated_resources(
@@ -471,6 +496,9 @@ def shutdown() -> None:
         _driver = _client = None
         if _forked_from is not None:
             return  # the node belongs to the parent process: leave it alone
+        if isinstance(driver, _LocalDriver):
+            client.close()
+            return
         if driver.owns_node:
             try:
                 driver.control.stop()
