@@ -36,7 +36,7 @@ from .gate import Gate
 from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
-from .task_spec import ArgRef, TaskSpec, spec_from_wire
+from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire
 
 
 class WorkerArgs(NamedTuple):
@@ -431,7 +431,11 @@ def _should_retry(spec: TaskSpec, error: BaseException) -> bool:
         return False
     if retry is True:
         return isinstance(error, Exception)
-    return isinstance(error, tuple(retry))
+    try:
+        classes = retry_exceptions_from_wire(retry)
+    except Exception:
+        return False  # classes this worker cannot load: nothing raised here can be one of them
+    return isinstance(error, classes)
 
 
 def _round_trips(error: BaseException) -> bool:
