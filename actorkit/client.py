@@ -1009,6 +1009,10 @@ class Client:
                 if message[0] == P.DONE:
                     if len(message) > 4 and message[4]:
                         self._waited(message[1])
+                    if len(message) > 5 and link.actor_id is not None:
+                        # Its actor's process is exiting (sys.exit): later calls go through
+                        # the node, which holds them for the restarted actor, if any.
+                        self.forget_route(link.actor_id)
                     payloads = [payload_codec.from_wire(w) for w in message[2]]
                     shapes.add(self._complete_direct(message[1], payloads, False))
                 elif message[0] == P.OWNED_RESULT:

@@ -111,7 +111,7 @@ class ActorState:
 
     __slots__ = (
         "spec", "owner", "state", "worker", "queue", "inflight", "restarts_left", "death", "allocation", "ending",
-        "direct_address", "routed",
+        "direct_address", "routed", "exit_reason", "last_exit",
     )
 
     def __init__(self, spec: ActorSpec, owner: ClientState) -> None:
@@ -127,6 +127,8 @@ class ActorState:
         self.ending = False  # no handle is left: end once the pending calls are done
         self.direct_address: str | None = None  # where its process takes direct calls
         self.routed: set[ClientState] = set()  # callers told that address
+        self.exit_reason: str | None = None  # why its process is about to exit (sys.exit in a method)
+        self.last_exit: tuple[str | None, str] = (None, "")  # the direct address of its last process, how it ended
 
     def __repr__(self) -> str:
         return f"<Actor {self.spec.class_name} {self.spec.actor_id.hex()[:12]} {self.state}>"
@@ -1280,6 +1282,11 @@ class Node:
 
     def _on_actor_exit(self, client: ClientState, message: tuple[Any, ...]) -> None:
         actor = self.actors[message[1]]
+        if len(message) > 2:
+            # sys.exit() in a method: the process ends like a crash (restarts allowed);
+            # its exit, seen next, tells callers why.
+            actor.exit_reason = message[2]
+            return
         self._bury(actor, self._actor_died(actor, "it called exit_actor()"))
 
     def _enqueue_actor_call(self, task: TaskRecord, lost: Any = False) -> None:
@@ -1293,14 +1300,16 @@ class Node:
             self._finish(task, [death] * task.spec.num_returns)
             return
         task.retries_left = _forever(actor.spec.max_task_retries)
-        if lost and not (actor.state == "ALIVE" and lost == actor.direct_address):
+        if lost and not (actor.state == "ALIVE" and lost == actor.direct_address and actor.exit_reason is None):
             # Sent directly to a process that died before answering: a retry, if any is left.
             # (Unless this loop has not seen that process die yet: the call then goes to
             # it like any other, and its death retries the call once, with the others.)
             if task.retries_left <= 0:
-                error = self._actor_died(
-                    actor, "its process died while running this call, and max_task_retries allows no retry"
-                )
+                address, died = actor.last_exit
+                if actor.exit_reason is not None and lost == actor.direct_address:
+                    address, died = lost, actor.exit_reason  # exiting, not seen gone yet
+                died = died if address == lost else "its process died"
+                error = self._actor_died(actor, f"{died} before this call finished, and max_task_retries allows no retry")
                 self._finish(task, [error] * task.spec.num_returns)
                 return
             task.retries_left -= 1
@@ -1311,6 +1320,8 @@ class Node:
         """Send the actor its calls in order, as far as their arguments are ready."""
         if actor is None or actor.state != "ALIVE" or actor.worker is None or actor.worker.client is None:
             return
+        if actor.exit_reason is not None:
+            return  # its process is exiting: the calls wait for the restarted actor (or fail with it)
         queue = actor.queue
         while queue and queue[0].unresolved == 0:
             task = queue.popleft()
@@ -1392,8 +1403,11 @@ class Node:
         self._schedule_needed = True
         if actor.state == "DEAD":
             return
+        reason, actor.exit_reason = actor.exit_reason, None
+        died = reason or f"its process died ({how})"
+        actor.last_exit = (actor.direct_address, died)  # for direct calls it had, resent by their callers
         if actor.restarts_left <= 0 or actor.ending:
-            why = f"its process (pid {worker.process.pid}) died unexpectedly: {how}"
+            why = reason or f"its process (pid {worker.process.pid}) died unexpectedly: {how}"
             if creation is not None:
                 self._finish(creation, [])
             self._bury(actor, self._actor_died(actor, why))
@@ -1406,9 +1420,7 @@ class Node:
                 task.retries_left -= 1
                 retry.append(task)
             else:
-                error = self._actor_died(
-                    actor, f"its process died ({how}) while running this call, and max_task_retries allows no retry"
-                )
+                error = self._actor_died(actor, f"{died} before this call finished, and max_task_retries allows no retry")
                 self._finish(task, [error] * task.spec.num_returns)
         actor.inflight.clear()
         actor.queue.extendleft(reversed(retry))

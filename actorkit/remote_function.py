@@ -17,7 +17,7 @@ from .options import resource_demand, validate_task_options
 from .dag import FunctionNode
 from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
-from .task_spec import ArgRef, TaskSpec
+from .task_spec import ArgRef, TaskSpec, retry_exceptions_to_wire
 
 _DEFAULT_MAX_RETRIES = 3
 
@@ -119,8 +119,8 @@ def function_bytes_to_send(client: Any, export: _Export, target: Any) -> bytes |
     return export.pickled
 
 
-def _retry_exceptions(value: Any) -> bool | tuple[type, ...]:
-    return tuple(value) if isinstance(value, (list, tuple)) else bool(value)
+def _retry_exceptions(value: Any) -> bool | bytes:
+    return retry_exceptions_to_wire(value)  # pickled: the node never loads user classes
 
 
 def _rebuild(function: Any, options: dict[str, Any], function_id: bytes) -> RemoteFunction:

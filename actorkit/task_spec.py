@@ -34,7 +34,9 @@ class TaskSpec(NamedTuple):
     num_returns: int
     resources: dict[str, float]
     max_retries: int
-    retry_exceptions: bool | tuple[type, ...]
+    # True, False, or the exception classes to retry on pickled (``retry_exceptions_to_wire``):
+    # the node passes them on as bytes, never loads them; the worker decides.
+    retry_exceptions: bool | bytes
     runtime_env: dict[str, Any] | None
     actor_id: bytes | None = None  # set for an actor method call
     method: str | None = None  # the method called, for an actor method call
@@ -64,6 +66,42 @@ def spec_to_wire(spec: TaskSpec) -> tuple[Any, ...]:
 
 def spec_from_wire(fields: tuple[Any, ...]) -> TaskSpec:
     return TaskSpec._make(fields[:5] + (from_wire(fields[5]),) + fields[6:])
+
+
+_PICKLED_RETRY: dict[tuple[type, ...], bytes] = {}
+
+
+def retry_exceptions_to_wire(value: Any) -> bool | bytes:
+    """``retry_exceptions`` as a TaskSpec carries it: a bool, or the classes pickled.
+
+    Pickled here because the node must never unpickle a user class (one defined
+    in the driver's ``__main__`` does not exist there); pickled once per list of
+    classes, not per call.
+    """
+    if not isinstance(value, (list, tuple)):
+        return bool(value)
+    classes = tuple(value)
+    pickled = _PICKLED_RETRY.get(classes)
+    if pickled is None:
+        from .serialization import dumps  # cloudpickle: only a process that submits needs it
+
+        pickled = _PICKLED_RETRY[classes] = dumps(classes)
+    return pickled
+
+
+_LOADED_RETRY: dict[bytes, tuple[type, ...]] = {}
+
+
+def retry_exceptions_from_wire(value: bool | bytes) -> bool | tuple[type, ...]:
+    """The classes ``retry_exceptions_to_wire`` pickled, in the worker (which has the user's classes)."""
+    if type(value) is not bytes:
+        return value
+    classes = _LOADED_RETRY.get(value)
+    if classes is None:
+        import pickle
+
+        classes = _LOADED_RETRY[value] = pickle.loads(value)
+    return classes
 
 
 def return_id(task_id: bytes, index: int) -> bytes:

@@ -37,7 +37,7 @@ from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
 from .serialization import SerializationError, dumps, picklable_copy
-from .task_spec import ArgRef, TaskSpec, spec_from_wire
+from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire
 
 
 class WorkerArgs(NamedTuple):
@@ -242,7 +242,7 @@ class TaskExecutor:
             return
         self._send_result(spec, payloads, False)
 
-    def _send_result(self, spec: TaskSpec, payloads: list[Payload], retryable: bool) -> None:
+    def _send_result(self, spec: TaskSpec, payloads: list[Payload], retryable: bool, exiting: bool = False) -> None:
         wires = [payload_codec.to_wire(p) for p in payloads]
         link = self.direct_callers.pop(spec.task_id, None)
         if link is None:
@@ -258,7 +258,8 @@ class TaskExecutor:
             # before its caller hears of it and lets go of what it held for it.
             self.client.sync()
             # Whether it waited in get(): the caller then sends no task of that function behind one.
-            self._answer(link, (P.DONE, spec.task_id, wires, retryable, self.client.task_blocked))
+            done = (P.DONE, spec.task_id, wires, retryable, self.client.task_blocked)
+            self._answer(link, done + (True,) if exiting else done)
 
     @staticmethod
     def _answer(link: Link | Loopback, message: tuple[Any, ...]) -> None:
@@ -272,6 +273,8 @@ class TaskExecutor:
 
         if isinstance(error, _ExitActor):
             self.exit_actor()
+        if isinstance(error, SystemExit) and spec.method is not None and not isinstance(error, TaskError):
+            self.exit_by_system_exit(spec, error)
         retryable = _should_retry(spec, error)
         payload = self._task_error(spec, error)
         self._send_result(spec, [payload] * spec.num_returns, retryable)
@@ -399,6 +402,35 @@ class TaskExecutor:
                 f"(max_concurrency > 1 or async methods)."
             )
 
+    def exit_by_system_exit(self, spec: TaskSpec, error: SystemExit) -> None:
+        """A method raised SystemExit (``sys.exit()``): the actor's process ends, as if it died.
+
+        Unlike ``exit_actor()`` the node may restart it (``max_restarts``).  The
+        call that exited gets ``ActorDiedError`` saying so, and is not retried:
+        it would only exit again.  Calls pending behind it go the way of calls
+        of a crashed actor (retried on the restart per ``max_task_retries``).
+        """
+        from .exceptions import ActorDiedError
+
+        status, how = _exit_status(error.code)
+        why = f"{spec.name}() exited the actor's process via {how}"
+        death = ActorDiedError(f"The actor {self.actor_name} ({self.actor_id.hex()}) is dead: {why}.")  # type: ignore[union-attr]
+        payload = payload_codec.encode(death, self.client.session, is_error=True)
+        if isinstance(error.code, str):
+            print(error.code, file=sys.stderr)  # what the interpreter does with such a code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            # The node first, so that it holds the calls it gets from now on for the
+            # restarted actor; the caller then hears of the exit (and calls the
+            # actor through the node from now on, see Client._on_link_messages).
+            self.client.send((P.ACTOR_EXIT, self.actor_id, why))
+            self.client.request("sync")
+            self._send_result(spec, [payload] * spec.num_returns, False, exiting=True)
+            self.client.close()
+        finally:
+            os._exit(status)
+
     def exit_actor(self) -> None:
         """End this actor's process now (``exit_actor()``); the node fails pending calls."""
         sys.stdout.flush()
@@ -408,6 +440,15 @@ class TaskExecutor:
             self.client.close()
         finally:
             os._exit(0)
+
+
+def _exit_status(code: Any) -> tuple[int, str]:
+    """The process's exit status for ``sys.exit(code)``, as the interpreter gives it, and how to say it."""
+    if code is None:
+        return 0, "sys.exit()"
+    if isinstance(code, int):
+        return code & 0xFF, f"sys.exit({code})"
+    return 1, f"sys.exit({code!r})"
 
 
 def _enter_environment(runtime_env: dict[str, Any] | None, gpu_ids: list[int], wants_gpu: bool) -> dict[str, str | None]:
@@ -435,7 +476,11 @@ def _should_retry(spec: TaskSpec, error: BaseException) -> bool:
         return False
     if retry is True:
         return isinstance(error, Exception)
-    return isinstance(error, tuple(retry))
+    try:
+        classes = retry_exceptions_from_wire(retry)
+    except Exception:
+        return False  # classes this worker cannot load: nothing raised here can be one of them
+    return isinstance(error, classes)
 
 
 def _round_trips(error: BaseException) -> bool:

@@ -15,6 +15,7 @@ import gc
 import os
 import re
 import signal
+import sys
 import time
 
 import pytest
@@ -351,3 +352,145 @@ def test_shutdown_ends_actor_processes(shutdown_only):
     pids = ray.get([a.pid.remote() for a in [*actors, detached]], timeout=T)
     ray.shutdown()
     assert not [pid for pid in pids if is_running(pid)]
+
+
+# ------------------------------------------------------ sys.exit in a method
+#
+# SystemExit out of a method ends the actor's process as if it had died: the
+# call gets ActorDiedError saying so (it is not retried: it would only exit
+# again), calls pending behind it go the way of a crashed actor's calls, and
+# max_restarts brings the actor back on a fresh __init__.  (Unlike
+# exit_actor(), which is final.)
+
+
+@ray.remote
+class Exiter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+    def leave(self, code):
+        if code == "none":
+            sys.exit()
+        raise SystemExit(code)
+
+    def block_on(self, signal):
+        return ray.get(signal.wait.remote(), timeout=T)
+
+
+@pytest.mark.parametrize("code, said", [("none", "sys.exit()"), (3, "sys.exit(3)"), ("bye", "sys.exit('bye')")])
+def test_sys_exit_in_a_method_ends_the_actor(ray_start_shared, code, said):
+    e = Exiter.remote()
+    pid = ray.get(e.pid.remote(), timeout=T)
+    leaving = e.leave.remote(code)
+    behind = e.incr.remote()  # a serial actor: it cannot run before leave() is done
+    with pytest.raises(ActorDiedError, match=re.escape(f"Exiter.leave() exited the actor's process via {said}")):
+        ray.get(leaving, timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape(said)):
+        ray.get(behind, timeout=T)
+    with pytest.raises(RayActorError, match=re.escape(said)):
+        ray.get(e.incr.remote(), timeout=T)
+    assert wait_for_exit(pid)
+
+
+def test_sys_exit_restarts_with_max_restarts(ray_start_shared, kill_after):
+    e = kill_after(Exiter.options(max_restarts=1).remote())
+    assert ray.get([e.incr.remote(), e.incr.remote()], timeout=T) == [1, 2]
+    pid = ray.get(e.pid.remote(), timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(3)")):
+        ray.get(e.leave.remote(3), timeout=T)
+    # Back on a fresh __init__, in a new process.
+    assert ray.get(e.incr.remote(), timeout=T) == 1
+    assert ray.get(e.pid.remote(), timeout=T) != pid
+    # The one restart is used up: the next exit is final.
+    with pytest.raises(ActorDiedError):
+        ray.get(e.leave.remote("none"), timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit()")):
+        ray.get(e.incr.remote(), timeout=T)
+
+
+def test_calls_behind_sys_exit_are_retried_with_max_task_retries(ray_start_shared, kill_after):
+    e = kill_after(Exiter.options(max_restarts=1, max_task_retries=1).remote())
+    assert ray.get(e.incr.remote(), timeout=T) == 1
+    leaving = e.leave.remote(0)
+    behind = [e.incr.remote(), e.incr.remote()]
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(0)")):
+        ray.get(leaving, timeout=T)  # the exiting call itself is not retried
+    assert ray.get(behind, timeout=T) == [1, 2]  # ran on the restarted actor, in order
+
+
+def test_calls_behind_sys_exit_fail_without_task_retries(ray_start_shared, kill_after):
+    e = kill_after(Exiter.options(max_restarts=1).remote())
+    assert ray.get(e.incr.remote(), timeout=T) == 1
+    leaving = e.leave.remote(0)
+    behind = e.incr.remote()
+    with pytest.raises(ActorDiedError):
+        ray.get(leaving, timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(0)") + ".*max_task_retries"):
+        ray.get(behind, timeout=T)
+    assert ray.get(e.incr.remote(), timeout=T) == 1  # the actor itself came back
+
+
+def test_sys_exit_in_a_threaded_actor_fails_the_calls_running_beside_it(ray_start_shared, kill_after):
+    signal_actor = kill_after(SignalActor.remote())
+    e = Exiter.options(max_concurrency=2).remote()
+    blocked = e.block_on.remote(signal_actor)
+    ray.get(signal_actor.wait_for_waiters.remote(1), timeout=T)  # blocked is running now
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(3)")):
+        ray.get(e.leave.remote(3), timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(3)")):
+        ray.get(blocked, timeout=T)
+    ray.get(signal_actor.send.remote(), timeout=T)
+
+
+def test_sys_exit_in_an_async_actor(ray_start_shared, kill_after):
+    @ray.remote
+    class AsyncExiter:
+        def __init__(self):
+            self.pid = os.getpid()
+
+        async def leave(self):
+            sys.exit(2)
+
+        async def whoami(self):
+            return self.pid
+
+    a = kill_after(AsyncExiter.options(max_restarts=1).remote())
+    pid = ray.get(a.whoami.remote(), timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("AsyncExiter.leave() exited the actor's process via sys.exit(2)")):
+        ray.get(a.leave.remote(), timeout=T)
+    assert wait_for_exit(pid)
+    assert ray.get(a.whoami.remote(), timeout=T) != pid  # restarted
+    with pytest.raises(ActorDiedError):
+        ray.get(a.leave.remote(), timeout=T)
+    with pytest.raises(ActorDiedError, match=re.escape("sys.exit(2)")):
+        ray.get(a.whoami.remote(), timeout=T)
+
+
+@ray.remote(max_retries=2, retry_exceptions=True)
+def exits_with(code, attempts):
+    with open(attempts, "a") as f:
+        f.write("x")
+    sys.exit(code)
+
+
+@ray.remote
+def plus_one(x):
+    return x + 1
+
+
+def test_sys_exit_in_a_plain_task_is_its_error(ray_start_shared, tmp_path):
+    # The worker is a pooled process, not the task's own: the task fails with
+    # a TaskError naming SystemExit and its code, is not retried, and
+    # the pool goes on serving.
+    with pytest.raises(ray.exceptions.TaskError, match="SystemExit: 4") as info:
+        ray.get(exits_with.remote(4, str(tmp_path / "attempts")), timeout=T)
+    assert (tmp_path / "attempts").read_text() == "x"  # an exit is no exception to retry
+    assert not isinstance(info.value, SystemExit)  # a driver that does not catch it is not ended quietly
+    assert ray.get(plus_one.remote(1), timeout=T) == 2
