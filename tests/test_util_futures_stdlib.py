@@ -238,3 +238,15 @@ def test_work_submitted_before_exit_completes_and_atexit_submits_fail(tmp_path):
     assert proc.returncode == 0, describe(proc)
     assert marker.read_text() == "written", describe(proc)
     assert "atexit: cannot schedule new futures after interpreter shutdown" in proc.stdout, describe(proc)
+
+
+def test_remote_traceback_is_the_stdlib_class(ray_start_shared):
+    from concurrent.futures.process import _RemoteTraceback
+
+    with Executor(max_workers=1) as executor:
+        future = executor.submit(_raise_error, ValueError)
+        with pytest.raises(ValueError) as info:
+            future.result(TIMEOUT)
+        cause = info.value.__cause__
+        assert type(cause) is _RemoteTraceback
+        assert "_raise_error" in cause.tb and 'raise kind("raised on purpose")' in cause.tb

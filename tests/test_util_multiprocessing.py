@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import textwrap
+import multiprocessing.pool
 import threading
 
 import numpy as np
@@ -158,6 +159,7 @@ def test_errors_are_the_original_exceptions(pool):
         pool.map(fail_on_three, range(10))
     assert type(info.value) is ValueError
     assert "fail_on_three" in str(info.value.__cause__)  # the remote traceback
+    assert type(info.value.__cause__) is multiprocessing.pool.RemoteTraceback  # as stdlib code checks
     with pytest.raises(ZeroDivisionError):
         pool.apply(lambda: 1 / 0)
     # An exception that cannot be pickled still reports its type and traceback.

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures.process
+import multiprocessing.pool
 from typing import Any
 
 import actorkit
@@ -32,41 +34,32 @@ def cluster_cpus() -> int:
     return max(1, int(actorkit.cluster_resources().get("CPU", 1)))
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in another process, as text.
-
-    Chained as ``__cause__`` of the re-raised exception, as ``multiprocessing``
-    and ``concurrent.futures`` do, so that the remote frames are printed too.
-    """
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
+# The standard library's own classes: its code and tests check the cause's type
+# (``type(e.__cause__) is multiprocessing.pool.RemoteTraceback``).
+RemoteTraceback = multiprocessing.pool.RemoteTraceback  # Pool's
+ExecutorRemoteTraceback = concurrent.futures.process._RemoteTraceback  # ProcessPoolExecutor's
 
 
-def with_remote_traceback(error: BaseException, tb: str) -> BaseException:
+def with_remote_traceback(error: BaseException, tb: str, kind: type[Exception] = RemoteTraceback) -> BaseException:
     """``error`` with ``tb`` chained as its cause (what a drop-in re-raises)."""
     if tb:
-        error.__cause__ = RemoteTraceback(f'\n"""\n{tb.rstrip()}\n"""')
+        error.__cause__ = kind(f'\n"""\n{tb.rstrip()}\n"""')
     return error
 
 
-def unwrap_task_error(error: BaseException) -> BaseException:
+def unwrap_task_error(error: BaseException, kind: type[Exception] = RemoteTraceback) -> BaseException:
     """The exception the user's function raised, when ``error`` carries it.
 
     ``get()`` raises ``TaskError`` (also an instance of the original class);
     the standard library's pools raise the original exception itself, with
-    the remote traceback as its cause.  Errors of actorkit's own (a dead
-    worker, a cancelled task) are returned unchanged.
+    the remote traceback (of class ``kind``) as its cause.  Errors of
+    actorkit's own (a dead worker, a cancelled task) are returned unchanged.
     """
     if isinstance(error, TaskError) and error.cause is not None:
         cause = error.cause
         if isinstance(cause, TaskError):  # nested: unwrap once more
-            return unwrap_task_error(cause)
-        return with_remote_traceback(cause, error.traceback_str)
+            return unwrap_task_error(cause, kind)
+        return with_remote_traceback(cause, error.traceback_str, kind)
     return error
 
 

@@ -72,7 +72,14 @@ from typing import Any
 from ..api import cancel, remote
 from ..exceptions import WorkerCrashedError
 from ..serialization import SerializationError, dumps, picklable_copy
-from ._common import cluster_cpus, describe_callable, ensure_initialized, unwrap_task_error, with_remote_traceback
+from ._common import (
+    ExecutorRemoteTraceback,
+    cluster_cpus,
+    describe_callable,
+    ensure_initialized,
+    unwrap_task_error,
+    with_remote_traceback,
+)
 from ._namespace import bind_to_process_namespace
 
 __all__ = ["Executor"]
@@ -222,7 +229,7 @@ def _flatten(results: Iterator[list[tuple[Any, ...]]]) -> Iterator[Any]:
             if outcome[0]:
                 yield outcome[1]
             else:
-                raise with_remote_traceback(outcome[1], outcome[2])
+                raise with_remote_traceback(outcome[1], outcome[2], ExecutorRemoteTraceback)
 
 
 class _WorkItem:
@@ -459,12 +466,12 @@ class Executor(concurrent.futures.Executor):
         self._completed += 1
         error = done.exception()
         if error is not None:
-            error = unwrap_task_error(error)
+            error = unwrap_task_error(error, ExecutorRemoteTraceback)
             if isinstance(error, (WorkerCrashedError, _BrokenCall)):
                 self._break(item, error)
                 return
             if isinstance(error, _Exit):
-                error = with_remote_traceback(SystemExit(error.code), "")
+                error = SystemExit(error.code)
             item.future.set_exception(error)
             return
         try:
