@@ -44,6 +44,7 @@ from .exceptions import (
     TaskUnschedulableError,
     WorkerCrashedError,
 )
+from . import node_state
 from .members import Members, NodeRecord, RemoteProcess
 from .node_process import NodeConfig, spawn_worker
 from .object_store import ObjectStore
@@ -83,7 +84,7 @@ class TaskRecord:
 
     __slots__ = (
         "spec", "owner", "demand", "shape", "seq", "unresolved", "worker", "allocation", "retries_left",
-        "parent", "depth", "cancelled", "done", "started_at", "return_ids",
+        "parent", "depth", "cancelled", "done", "started_at", "return_ids", "pid",
     )
 
     def __init__(self, spec: TaskSpec, owner: ClientState, seq: int) -> None:
@@ -101,6 +102,7 @@ class TaskRecord:
         self.done = False
         self.started_at = 0.0
         self.return_ids = spec.return_ids()
+        self.pid = 0  # of the process it ran in, for the state API
 
     def __repr__(self) -> str:
         return f"<Task {self.spec.name} {self.spec.task_id.hex()}>"
@@ -251,6 +253,7 @@ class Node:
         self.workers: dict[int, WorkerState] = {}
         self.running: dict[bytes, TaskRecord] = {}
         self.pending: dict[bytes, TaskRecord] = {}  # every task not finished yet, by id
+        self.history = node_state.TaskHistory()  # the last tasks that finished, for the state API
         self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
         # Function id -> moving average run time, and how many runs it has seen.
         self.durations: dict[bytes, tuple[float, int]] = {}
@@ -326,6 +329,7 @@ class Node:
             "resources": lambda _client: self.resources(),
             "stats": lambda _client: self.statistics(),
             "nodes": lambda _client: [n.describe() for n in self.nodes.values()],
+            "state": lambda _client, kind: node_state.snapshot(self, kind),
             "sync": lambda _client: None,  # answered after everything the client sent before it
         }
 
@@ -928,6 +932,7 @@ class Node:
         task.allocation = worker.node.ledger.acquire(task.demand)
         task.worker = worker
         task.started_at = time.monotonic()
+        task.pid = worker.process.pid or 0
         worker.task = task
         self.running[task.spec.task_id] = task
         self._send_task(task, worker, task.allocation.gpu_ids)
@@ -970,6 +975,7 @@ class Node:
                 successor = worker.queued.popleft()
                 successor.allocation, task.allocation = task.allocation, None
                 successor.started_at = now
+                successor.pid = task.pid
                 worker.task = successor
             else:
                 worker.idle_since = now
@@ -1009,6 +1015,7 @@ class Node:
         task.done = True
         spec = task.spec
         self.pending.pop(spec.task_id, None)
+        self.history.finished(task, payloads)
         if task.parent is not None:
             siblings = self.children.get(task.parent)
             if siblings is not None and spec.task_id in siblings:
@@ -1332,6 +1339,8 @@ class Node:
                 self._finish(task, [failed] * spec.num_returns)
                 continue
             actor.inflight[spec.task_id] = task
+            task.started_at = time.monotonic()
+            task.pid = actor.worker.process.pid or 0
             self._send(actor.worker.client, (P.EXECUTE, spec_to_wire(spec), None, _wire(deps), []))
             owner = task.owner
             if actor.direct_address is not None and owner not in actor.routed and not owner.closed:
