@@ -34,6 +34,7 @@ from .object_ref import ObjectRef
 
 ObjectID = ObjectRef  # Ray's older name
 from .runtime import init, is_initialized, shutdown
+from .timeline import timeline
 
 __version__ = "0.1.0"
 
@@ -59,5 +60,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]

@@ -75,3 +75,16 @@ def test_bad_filters_are_clear_errors(ray_start_shared):
         list_tasks(filters=[("state", ">", "RUNNING")])
     with pytest.raises(ValueError, match="fields"):
         list_nodes(filters=[("colour", "=", "blue")])
+
+
+def test_timeline_writes_a_chrome_trace(ray_start_shared, tmp_path):
+    import json
+
+    ray.get([state_probe.options(scheduling_strategy="SPREAD").remote(i) for i in range(4)])
+    path = tmp_path / "trace.json"
+    assert ray.timeline(str(path)) is None
+    events = json.loads(path.read_text())
+    probes = [e for e in events if e["name"] == "state_probe"]
+    assert len(probes) >= 4
+    assert all(e["ph"] == "X" and e["dur"] >= 0 and e["tid"].startswith("worker ") for e in probes)
+    assert ray.timeline() == [e for e in ray.timeline()] and isinstance(ray.timeline(), list)
