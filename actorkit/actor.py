@@ -18,7 +18,7 @@ import inspect
 import os
 from typing import Any, NamedTuple
 
-from . import runtime
+from . import runtime, runtime_env
 from .dag import ClassMethodNode, ClassNode
 from .object_ref import ObjectRef
 from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
@@ -172,7 +172,7 @@ class ActorClass:
             namespace=options.get("namespace"),  # None: the job's namespace
             detached=options.get("lifetime") == "detached",
             get_if_exists=bool(options.get("get_if_exists")),
-            runtime_env=options.get("runtime_env"),
+            runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
             strategy=strategy_to_wire(options.get("scheduling_strategy"), self.__qualname__),
         )
         if spec.name is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import runtime_env as runtime_env_module
+
 TASK_OPTIONS = frozenset(
     {
         "num_returns",
@@ -117,21 +119,7 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
 
 
 def validate_runtime_env(runtime_env: Any, where: str) -> None:
-    if runtime_env is None:
-        return
-    if not isinstance(runtime_env, dict):
-        raise TypeError(f"{where}: runtime_env must be a dict, not {type(runtime_env).__name__}")
-    for key in runtime_env:
-        if key != "env_vars":
-            raise ValueError(
-                f"{where}: runtime_env key {key!r} is not supported by actorkit; only 'env_vars' is "
-                f"(install packages and files on the machine itself)"
-            )
-    env_vars = runtime_env.get("env_vars") or {}
-    if not isinstance(env_vars, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
-    ):
-        raise TypeError(f"{where}: runtime_env['env_vars'] must map str to str")
+    runtime_env_module.validate(runtime_env, where)
 
 
 def resource_demand(options: dict[str, Any], default_cpus: float) -> dict[str, float]:

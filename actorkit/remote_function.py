@@ -11,7 +11,7 @@ import os
 from typing import Any, NamedTuple
 
 from . import payload as payload_codec
-from . import runtime
+from . import runtime, runtime_env
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
 from .dag import FunctionNode
@@ -98,7 +98,7 @@ class RemoteFunction:
             resources=self._resources,
             max_retries=1 << 30 if max_retries == -1 else max_retries,
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
-            runtime_env=options.get("runtime_env"),
+            runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
             max_calls=options.get("max_calls", 0),
             strategy=self._strategy,
         )

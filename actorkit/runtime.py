@@ -17,6 +17,8 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
+from . import runtime_env as runtime_env_module
+
 if TYPE_CHECKING:
     from .client import Client
     from .logs import LogPrinter
@@ -201,6 +203,7 @@ def init(
                 "by passing in 'ignore_reinit_error=True' or by calling 'actorkit.shutdown()' "
                 "prior to 'actorkit.init()'."
             )
+        runtime_env_module.set_job_env(runtime_env)  # checked before a node starts
         if address is not None and not isinstance(address, str):
             raise TypeError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
         if address is not None and address not in ("local",):
@@ -220,8 +223,6 @@ def init(
         store_memory = _validated_store_memory(object_store_memory)
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"init(namespace=...) must be a str, not {type(namespace).__name__}")
-        if runtime_env:
-            raise ValueError("init(runtime_env=...) is not supported; pass runtime_env to .options()")
         _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
         return dict(_driver.node_info)
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from . import payload as payload_codec
 from . import protocol as P
-from . import runtime
+from . import runtime, runtime_env
 from .client import Client
 from .direct import Link, Loopback, socket_path
 from .exceptions import TaskError
@@ -85,6 +85,7 @@ class TaskExecutor:
         self.node_id = node_id
         self.inbox = inbox  # the mailbox the main thread serves
         self.session_dir = session_dir
+        self.leave_runtime_env: Callable[[], None] = _nothing  # undoes the running task's runtime_env
         self.direct_address: str | None = None  # where callers on this machine reach it (see listen)
         self.direct_callers: dict[bytes, Link | Loopback] = {}  # task id -> the link a direct call came on
         self.functions: dict[bytes, Any] = {}
@@ -120,7 +121,7 @@ class TaskExecutor:
         self.current = spec
         if self.actor_id is None:
             self.gpu_ids = gpu_ids
-        saved_env = _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
+        saved_env = _enter_gpus(gpu_ids, bool(spec.resources.get("GPU")))
         # A task, or a serial actor's call, lends its CPUs while it blocks in get().
         self.client.in_task = self.actor_id is None or self.serial_actor
         if self.actor_id is None and spec.task_id in self.direct_callers:
@@ -132,6 +133,8 @@ class TaskExecutor:
         finally:
             self.client.in_task = False
             self.client.parent_task = None
+            self.leave_runtime_env()
+            self.leave_runtime_env = _nothing
             _restore_environment(saved_env)
             self.current = None
 
@@ -195,12 +198,18 @@ class TaskExecutor:
 
     def _prepare(self, message: tuple[Any, ...]) -> tuple[Any, list[Any], dict[str, Any]]:
         _, spec, function_bytes, deps, _gpu_ids = message
+        if spec.runtime_env:  # undone by run() once the call is answered
+            self.leave_runtime_env = runtime_env.enter(spec.runtime_env, self.fetch_package)
         if spec.method is not None:
             function = getattr(self.instance, spec.method)
         else:
             function = self.load(spec.function_id, function_bytes)
         args, kwargs = self._arguments(spec, deps)
         return function, args, kwargs
+
+    def fetch_package(self, object_id_hex: str) -> bytes:
+        """A runtime_env package (a zip the driver put), for ``runtime_env.enter``."""
+        return self.client.get([self.client.adopt_ref(bytes.fromhex(object_id_hex))], None)[0]
 
     def load(self, function_id: bytes, function_bytes: bytes | None) -> Any:
         """The function (or class) with this id, unpickling it if its bytes came along."""
@@ -327,8 +336,9 @@ class TaskExecutor:
         self.gpu_ids = gpu_ids
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1
         self.client.call_self_through(spec.actor_id, self._on_direct)
-        _enter_environment(spec.runtime_env, gpu_ids, bool(spec.resources.get("GPU")))
+        _enter_gpus(gpu_ids, bool(spec.resources.get("GPU")))
         try:
+            runtime_env.enter(spec.runtime_env, self.fetch_package)  # for the actor's whole life
             cls = self.load(spec.function_id, class_bytes)
             args, kwargs = self._arguments(spec, deps)
             self.instance = cls(*args, **kwargs)
@@ -451,15 +461,16 @@ def _exit_status(code: Any) -> tuple[int, str]:
     return 1, f"sys.exit({code!r})"
 
 
-def _enter_environment(runtime_env: dict[str, Any] | None, gpu_ids: list[int], wants_gpu: bool) -> dict[str, str | None]:
-    env: dict[str, str] = {}
-    if runtime_env:
-        env.update(runtime_env.get("env_vars") or {})
-    if gpu_ids or wants_gpu:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+def _enter_gpus(gpu_ids: list[int], wants_gpu: bool) -> dict[str, str | None]:
+    if not gpu_ids and not wants_gpu:
+        return {}
+    saved = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
     return saved
+
+
+def _nothing() -> None:
+    pass
 
 
 def _restore_environment(saved: dict[str, str | None]) -> None:
