@@ -14,6 +14,7 @@ the task's name and pid.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import io
 import os
@@ -442,9 +443,15 @@ class TaskExecutor:
             os._exit(status)
 
     def exit_actor(self) -> None:
-        """End this actor's process now (``exit_actor()``); the node fails pending calls."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """End this actor's process now (``exit_actor()``); the node fails pending calls.
+
+        The process's atexit handlers run first, as in Ray: the exit is intended.
+        """
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
         try:
             self.client.send((P.ACTOR_EXIT, self.actor_id))
             self.client.close()

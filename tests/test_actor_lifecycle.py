@@ -167,6 +167,27 @@ def test_exit_actor_from_inside_a_method(ray_start_shared):
     assert wait_for_exit(pid)
 
 
+@ray.remote
+class LeavesANote:
+    def __init__(self, path):
+        import atexit
+
+        atexit.register(lambda: open(path, "w").write("atexit ran"))
+
+    def leave(self):
+        from actorkit.actor import exit_actor
+
+        exit_actor()
+
+
+def test_exit_actor_runs_the_processs_atexit_handlers(ray_start_shared, tmp_path):
+    note = tmp_path / "note.txt"
+    actor = LeavesANote.remote(str(note))
+    with pytest.raises(ActorDiedError):
+        ray.get(actor.leave.remote(), timeout=T)
+    assert note.read_text() == "atexit ran"
+
+
 def test_exit_actor_is_not_restarted(ray_start_shared):
     w = Worker.options(max_restarts=2).remote()
     with pytest.raises(ActorDiedError):
