@@ -136,6 +136,16 @@ class ActorState:
         return f"<Actor {self.spec.class_name} {self.spec.actor_id.hex()[:12]} {self.state}>"
 
 
+def _idle_for(task: TaskRecord, idle: list[WorkerState]) -> WorkerState | None:
+    """An idle worker that may run ``task`` (taken from ``idle``), or None."""
+    if not task.spec.resources.get("GPU"):
+        return idle.pop()
+    for i in range(len(idle) - 1, -1, -1):
+        if not idle[i].ran_cpu_work:
+            return idle.pop(i)
+    return None  # a fresh one starts (see _grow_pool)
+
+
 def _forever(n: int) -> int:
     return 1 << 30 if n == -1 else n
 
@@ -168,6 +178,7 @@ class WorkerState:
     __slots__ = (
         "worker_id", "process", "client", "task", "queued", "loaded", "blocked", "actor",
         "calls", "retiring", "idle_since", "node", "lessee", "lease", "lease_id", "lease_shape", "lease_revoked",
+        "ran_cpu_work",
     )
 
     def __init__(self, worker_id: int, process: Any, node: NodeRecord) -> None:
@@ -190,6 +201,9 @@ class WorkerState:
         self.lease_id = 0  # which lending: a late LEASE_RETURN must not end the next one
         self.lease_shape: Any = None
         self.lease_revoked = False  # asked back; the lessee returns it once its tasks are answered
+        # A GPU task runs only where CUDA cannot have started yet without its
+        # CUDA_VISIBLE_DEVICES: in a fresh worker or one that ran GPU work only.
+        self.ran_cpu_work = False
 
     @property
     def holding(self) -> Allocation | None:
@@ -769,11 +783,12 @@ class Node:
                     submitter = task.owner.worker
                     local = submitter.node if submitter is not None else self.head
                     node = choose_node(task.demand, task.spec.strategy, nodes, local, idle.__contains__)
-                if node is not None and idle.get(node):
+                worker = _idle_for(task, idle[node]) if node is not None and idle.get(node) else None
+                if worker is not None:
                     self.ready.pop_from(tasks)
-                    self._start(task, idle[node].pop())
-                    if not idle[node]:
-                        del idle[node]
+                    self._start(task, worker)
+                    if not idle[node]:  # type: ignore[index]
+                        del idle[node]  # type: ignore[arg-type]
                     continue
                 if node is not None:
                     # Resources are free but no worker is: start more. Meanwhile
@@ -929,6 +944,8 @@ class Node:
     def _start(self, task: TaskRecord, worker: WorkerState) -> None:
         if task.spec.strategy == "SPREAD":
             worker.node.spread += 1
+        if not task.spec.resources.get("GPU"):
+            worker.ran_cpu_work = True
         task.allocation = worker.node.ledger.acquire(task.demand)
         task.worker = worker
         task.started_at = time.monotonic()

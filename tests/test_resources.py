@@ -334,3 +334,23 @@ def test_runtime_context_names_job_task_and_node(resources_node):
     assert task and driver.get_task_id() is None
     assert node == driver.get_node_id()
     assert actor is None
+
+
+@ray.remote(num_cpus=1)
+def cpu_pid():
+    return os.getpid()
+
+
+@ray.remote(num_cpus=1, num_gpus=1)
+def gpu_pid_and_devices():
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_gpu_tasks_never_run_in_a_worker_that_ran_cpu_work(shutdown_only):
+    ray.init(num_cpus=2, num_gpus=1)
+    cpu_pids = set(ray.get([cpu_pid.remote() for _ in range(6)], timeout=30))
+    gpu_pid, devices = ray.get(gpu_pid_and_devices.remote(), timeout=30)
+    assert gpu_pid not in cpu_pids  # a fresh worker, where CUDA has not started yet
+    assert devices == "0"
+    again, _ = ray.get(gpu_pid_and_devices.remote(), timeout=30)
+    assert again not in cpu_pids  # reused for GPU work only
