@@ -349,6 +349,7 @@ def gpu_pid_and_devices():
 def test_gpu_tasks_never_run_in_a_worker_that_ran_cpu_work(shutdown_only):
     ray.init(num_cpus=2, num_gpus=1)
     cpu_pids = set(ray.get([cpu_pid.remote() for _ in range(6)], timeout=30))
+    assert ray.available_resources()["CPU"] == 2  # gives back the workers lent to this driver: idle now
     gpu_pid, devices = ray.get(gpu_pid_and_devices.remote(), timeout=30)
     assert gpu_pid not in cpu_pids  # a fresh worker, where CUDA has not started yet
     assert devices == "0"
