@@ -21,6 +21,7 @@ __all__ = [
     "TaskCancelledError",
     "ObjectLostError",
     "WorkerCrashedError",
+    "SerializationError",
     "NodeDiedError",
     "TaskUnschedulableError",
     "ActorUnschedulableError",
@@ -178,6 +179,38 @@ class ActorUnschedulableError(ActorDiedError):
 
 class RaySystemError(ActorkitError):
     """An internal error of actorkit itself."""
+
+
+class SerializationError(TypeError):
+    """A value could not be serialized; the message names the culprit and where it is.
+
+    ``subject`` is what the caller handed over ("argument 2 of f()", "the value
+    given to put()"); ``steps`` is the path from there to the culprit.
+    """
+
+    def __init__(self, subject: str, steps: list[str], culprit_type: str, reason: str) -> None:
+        self.subject = subject
+        self.steps = steps
+        self.culprit_type = culprit_type
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = self.subject + (f", at {''.join(self.steps)}," if self.steps else "")
+        return f"cannot serialize {where} which is {_article(self.culprit_type)}: {self.reason}"
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.subject, self.steps, self.culprit_type, self.reason))
+
+    def about(self, subject: str, steps: list[str] | None = None) -> SerializationError:
+        """The same failure, told of ``subject`` (the steps are relative to it)."""
+        error = SerializationError(subject, self.steps if steps is None else steps, self.culprit_type, self.reason)
+        error.__cause__ = self.__cause__
+        return error
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 
 
 # Ray's names.
