@@ -19,6 +19,7 @@ import os
 from typing import Any, NamedTuple
 
 from . import runtime, runtime_env
+from .call_check import Binder
 from .dag import ClassMethodNode, ClassNode
 from .object_ref import ObjectRef
 from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
@@ -135,6 +136,17 @@ class ActorClass:
         validate_actor_options(options, f"{self.__qualname__}.options()")
         return ActorClass(self._cls, {**self._options, **options}, self._export)
 
+    def _binders(self) -> tuple[Binder, dict[str, Binder]]:
+        """The signatures of ``__init__`` and of the methods, read once per class."""
+        binders = self._export.binder
+        if binders is None:
+            cls = self._cls
+            where = f"{self.__qualname__}.remote()"
+            init = Binder.of(cls.__init__, where, drop_first=True) if cls.__init__ is not object.__init__ else Binder.of(_no_arguments, where)
+            methods = {name: _method_binder(cls, name, f"{self.__qualname__}.{name}.remote()") for name in self._methods}
+            binders = self._export.binder = (init, methods)
+        return binders
+
     def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
         """A DAG node that creates this actor when the graph runs (see ``actorkit.dag``)."""
         return ClassNode(self, args, kwargs)
@@ -146,6 +158,7 @@ class ActorClass:
         from .strategy import strategy_to_wire
         from .task_spec import ActorSpec
 
+        self._binders()[0].check(args, kwargs)
         client = runtime.current_client()
         options = self._options
         arguments = encode_arguments(args, kwargs, client, f"{self._cls.__qualname__}()")
@@ -177,9 +190,19 @@ class ActorClass:
         )
         if spec.name is None:
             client.send_soon((P.CREATE_ACTOR, spec))
-            return ActorHandle(spec.actor_id, spec.class_name, spec.methods, client.own_actor(spec.actor_id))
+            return ActorHandle(spec.actor_id, spec.class_name, spec.methods, client.own_actor(spec.actor_id), self._binders()[1])
         actor_id, class_name, methods = client.request("create_actor", spec)
-        return ActorHandle(actor_id, class_name, methods, client.adopt_ref(actor_id))
+        return ActorHandle(actor_id, class_name, methods, client.adopt_ref(actor_id), self._binders()[1])
+
+
+def _no_arguments() -> None:
+    """The signature of a class without an ``__init__`` of its own."""
+
+
+def _method_binder(cls: type, name: str, where: str) -> Binder:
+    # Static and class methods read from the class take no self.
+    bare = isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod))
+    return Binder.of(getattr(cls, name), where, drop_first=not bare)
 
 
 def _rebuild_class(cls: type, options: dict[str, Any], function_id: bytes) -> ActorClass:
@@ -203,12 +226,13 @@ class _Target(NamedTuple):
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_target", "_name", "_num_returns")
+    __slots__ = ("_target", "_name", "_num_returns", "_binder")
 
-    def __init__(self, target: _Target, name: str, num_returns: int) -> None:
+    def __init__(self, target: _Target, name: str, num_returns: int, binder: Binder | None = None) -> None:
         self._target = target
         self._name = name
         self._num_returns = num_returns
+        self._binder = binder  # None for a handle passed from another process: no check
 
     def __repr__(self) -> str:
         return f"<ActorMethod {self._target.class_name}.{self._name}>"
@@ -223,7 +247,7 @@ class ActorMethod:
         """This method with another ``num_returns``."""
         n = self._num_returns if num_returns is None else num_returns
         whole_number(f"{self._name}.options()", "num_returns", n, 0)
-        return ActorMethod(self._target, self._name, n)
+        return ActorMethod(self._target, self._name, n, self._binder)
 
     def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
         """A DAG node that calls this method when the graph runs (see ``actorkit.dag``)."""
@@ -234,6 +258,8 @@ class ActorMethod:
         from .remote_function import encode_arguments
         from .task_spec import TaskSpec
 
+        if self._binder is not None:
+            self._binder.check(args, kwargs)
         target = self._target
         client = runtime.client_for(target.ref, f"actor {target.class_name}")
         arguments = encode_arguments(args, kwargs, client, f"{target.class_name}.{self._name}()")
@@ -265,14 +291,22 @@ class ActorMethod:
 class ActorHandle:
     """A reference to an actor: call ``handle.method.remote(...)``. Picklable."""
 
-    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, int], ref: ObjectRef | None) -> None:
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        ref: ObjectRef | None,
+        binders: dict[str, Binder] | None = None,
+    ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
         self._ref = ref
         target = _Target(actor_id, class_name, ref)  # its ref keeps the actor alive
+        binders = binders or {}
         for name, num_returns in methods.items():
-            self.__dict__[name] = ActorMethod(target, name, num_returns)
+            self.__dict__[name] = ActorMethod(target, name, num_returns, binders.get(name))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

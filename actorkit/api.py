@@ -59,15 +59,20 @@ def get(object_refs: ObjectRef | list[ObjectRef], *, timeout: float | None = Non
     if isinstance(object_refs, list):
         for ref in object_refs:
             if not isinstance(ref, ObjectRef):
-                raise TypeError(f"get() expects a list of ObjectRefs, but the list holds {ref!r}")
+                raise ValueError(
+                    f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; the list "
+                    f"given to get() holds {type(ref).__name__} {ref!r:.60}"
+                )
         client = runtime.current_client()
         for ref in object_refs:
             if ref._client is not client:
                 runtime.client_for(ref, repr(ref))  # raises for a ref of an ended session
         _check_not_waiting_on_self(object_refs)
         return client.get(object_refs, timeout)
-    raise TypeError(
-        f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}"
+    # ValueError, as Ray raises: a value where a ref belongs is a wrong value.
+    raise ValueError(
+        f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, not "
+        f"{type(object_refs).__name__} {object_refs!r:.60}; pass what .remote() or put() returned"
     )
 
 

@@ -14,6 +14,7 @@ from . import payload as payload_codec
 from . import runtime, runtime_env
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
+from .call_check import Binder, check_export_size
 from .dag import FunctionNode
 from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
@@ -25,11 +26,12 @@ _DEFAULT_MAX_RETRIES = 3
 class _Export:
     """The pickled function and its id, shared by a function and its ``.options()`` variants."""
 
-    __slots__ = ("function_id", "pickled")
+    __slots__ = ("function_id", "pickled", "binder")
 
     def __init__(self, function_id: bytes | None = None) -> None:
         self.function_id = function_id or os.urandom(16)
         self.pickled: bytes | None = None
+        self.binder: Binder | None = None  # the signature, read on the first call
 
 
 class RemoteFunction:
@@ -78,8 +80,12 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
-        client = runtime.current_client()
         export = self._export
+        binder = export.binder
+        if binder is None:
+            binder = export.binder = Binder.of(self._function, f"{self._name}.remote()")
+        binder.check(args, kwargs)
+        client = runtime.current_client()
         # Arguments first: one that cannot be pickled must not leave the
         # function marked as sent when its bytes never left.
         arguments = encode_arguments(args, kwargs, client, f"{self._name}()")
@@ -115,7 +121,10 @@ def function_bytes_to_send(client: Any, export: _Export, target: Any) -> bytes |
     if not client.needs_export(export.function_id):
         return None
     if export.pickled is None:
-        export.pickled = dumps(target)
+        pickled = dumps(target)
+        kind = "class" if isinstance(target, type) else "function"
+        check_export_size(target, pickled, f"the remote {kind} {getattr(target, '__qualname__', target)!r}", dumps)
+        export.pickled = pickled
     return export.pickled
 
 
