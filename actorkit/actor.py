@@ -128,6 +128,23 @@ class ActorClass:
             f"use '{self.__qualname__}.remote()'."
         )
 
+    def __getattr__(self, name: str) -> Any:
+        # Inside its own methods the class's name means this object (the
+        # decorator replaced the class): class attributes and static methods
+        # must still be reached through it, as in Ray.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.__dict__["_cls"], name)
+        except (KeyError, AttributeError):
+            raise AttributeError(f"actor class {self.__qualname__!r} has no attribute {name!r}") from None
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        raise TypeError(
+            f"Inheriting from actor classes is not allowed: {self.__qualname__} is an actor class. "
+            f"Subclass the plain class instead and make the subclass an actor with @remote."
+        )
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_class, (self._cls, self._options, self._export.function_id))
 
@@ -307,6 +324,8 @@ class ActorHandle:
         binders = binders or {}
         for name, num_returns in methods.items():
             self.__dict__[name] = ActorMethod(target, name, num_returns, binders.get(name))
+        # Ray's readiness probe: answered once __init__ has run.
+        self.__dict__["__ray_ready__"] = ActorMethod(target, "__ray_ready__", 1)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

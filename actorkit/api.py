@@ -16,7 +16,7 @@ def remote(*args: Any, **options: Any) -> Any:
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
+    if args or not options:
         raise TypeError(
             "The @remote decorator must be applied either with no arguments and no parentheses, "
             "for example '@remote', or with keyword options only, for example "
@@ -217,6 +217,17 @@ class RuntimeContext(NamedTuple):
 
     def get_actor_id(self) -> str | None:
         return self.actor_id
+
+    @property
+    def current_actor(self) -> Any:
+        """The handle of the actor this code runs in (Ray's ``current_actor``)."""
+        from .actor import ActorHandle
+
+        executor = runtime.current_executor()
+        if executor is None or executor.actor_id is None:
+            raise RuntimeError("current_actor is only available inside an actor's methods")
+        client = runtime.current_client()
+        return ActorHandle(executor.actor_id, executor.actor_name or "", executor.actor_methods, client.adopt_ref(executor.actor_id))
 
     def get_node_id(self) -> str:
         return self.node_id

@@ -171,7 +171,8 @@ class LocalClient:
             if actor is None or actor.death is not None:
                 self._fail(return_ids, self._death_of(actor, spec))
             else:
-                self._run(spec, return_ids, getattr(actor.instance, spec.method), actor)  # type: ignore[arg-type]
+                method = (lambda: True) if spec.method == "__ray_ready__" else getattr(actor.instance, spec.method)  # type: ignore[arg-type]
+                self._run(spec, return_ids, method, actor)
         else:
             self.stats["tasks"] += 1
             if spec.function_bytes is not None:

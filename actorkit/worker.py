@@ -95,6 +95,7 @@ class TaskExecutor:
         # Set once this worker is dedicated to an actor.
         self.actor_id: bytes | None = None
         self.actor_name: str | None = None
+        self.actor_methods: dict[str, int] = {}
         self.instance: Any = None
         self.serial_actor = False
         self.self_calls: set[bytes] = set()  # results of calls this serial actor made to itself
@@ -202,7 +203,7 @@ class TaskExecutor:
         if spec.runtime_env:  # undone by run() once the call is answered
             self.leave_runtime_env = runtime_env.enter(spec.runtime_env, self.fetch_package)
         if spec.method is not None:
-            function = getattr(self.instance, spec.method)
+            function = _ready if spec.method == "__ray_ready__" else getattr(self.instance, spec.method)
         else:
             function = self.load(spec.function_id, function_bytes)
         args, kwargs = self._arguments(spec, deps)
@@ -334,6 +335,7 @@ class TaskExecutor:
         _, spec, class_bytes, deps, gpu_ids = message
         self.actor_id = spec.actor_id
         self.actor_name = spec.class_name
+        self.actor_methods = spec.methods  # for get_runtime_context().current_actor
         self.gpu_ids = gpu_ids
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1
         self.client.call_self_through(spec.actor_id, self._on_direct)
@@ -478,6 +480,11 @@ def _enter_gpus(gpu_ids: list[int], wants_gpu: bool) -> dict[str, str | None]:
 
 def _nothing() -> None:
     pass
+
+
+def _ready() -> bool:
+    """``handle.__ray_ready__``: answered once ``__init__`` has run, as every call is."""
+    return True
 
 
 def _restore_environment(saved: dict[str, str | None]) -> None:

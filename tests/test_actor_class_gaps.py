@@ -1,0 +1,68 @@
+"""Gaps found running Ray's own tests: class attributes, subclassing, @remote(), readiness, current_actor."""
+
+from __future__ import annotations
+
+import pytest
+
+import actorkit as ray
+
+
+@ray.remote
+class Ledger:
+    RATE = 3
+
+    def __init__(self):
+        self.entries = 0
+
+    @staticmethod
+    def scaled(value):
+        return value * 10
+
+    @classmethod
+    def label(cls):
+        return cls.__name__
+
+    def uses_its_class(self):
+        return Ledger.RATE, Ledger.scaled(2), Ledger.label()
+
+    def myself(self):
+        return ray.get_runtime_context().current_actor
+
+    def add(self):
+        self.entries += 1
+        return self.entries
+
+
+def test_class_attributes_and_static_methods_through_the_class(ray_start_shared):
+    ledger = Ledger.remote()
+    assert ray.get(ledger.uses_its_class.remote()) == (3, 20, "Ledger")
+    assert Ledger.RATE == 3  # in the driver too
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        Ledger.nope
+    ray.kill(ledger)
+
+
+def test_ready_probe_and_current_actor(ray_start_shared):
+    ledger = Ledger.remote()
+    assert ray.get(ledger.__ray_ready__.remote()) is True
+    me = ray.get(ledger.myself.remote())
+    assert me == ledger
+    assert ray.get(me.add.remote()) == 1 and ray.get(ledger.add.remote()) == 2
+    with pytest.raises(RuntimeError, match="inside an actor"):
+        ray.get_runtime_context().current_actor
+    ray.kill(ledger)
+
+
+def test_subclassing_an_actor_class_is_a_clear_error():
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not allowed"):
+
+        class Derived(Ledger):  # noqa: F841
+            pass
+
+
+def test_remote_with_empty_parentheses_is_refused():
+    with pytest.raises(TypeError, match="no arguments and no parentheses"):
+
+        @ray.remote()
+        def f():
+            return 1
