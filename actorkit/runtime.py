@@ -208,6 +208,7 @@ def init(
                     "`actorkit start`; do not pass num_cpus, num_gpus or resources with it"
                 )
             _driver, _client = _connect_to_cluster(address, namespace, log_to_driver)
+            _shutdown_at_exit_first()
             return dict(_driver.node_info)
         totals = _validated_resources(num_cpus, num_gpus, resources)
         store_memory = _validated_store_memory(object_store_memory)
@@ -216,7 +217,18 @@ def init(
         if runtime_env:
             raise ValueError("init(runtime_env=...) is not supported; pass runtime_env to .options()")
         _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
+        _shutdown_at_exit_first()
         return dict(_driver.node_info)
+
+
+def _shutdown_at_exit_first() -> None:
+    # atexit runs the last registered handler first, and multiprocessing registers
+    # its exit function when first imported (during init()). Run after it,
+    # shutdown() came too late: that function asked the node's Manager server to
+    # exit, and waited a second for a node that stops only when shutdown() says
+    # so before terminating it. Registered again now, shutdown() runs first.
+    atexit.unregister(shutdown)
+    atexit.register(shutdown)
 
 
 def _validated_resources(
