@@ -346,8 +346,7 @@ def _start_local_node(
     try:
         return _connect_driver(manager, config.data_address, config.authkey, namespace, log_to_driver, owns_node=True)
     except BaseException:
-        manager.shutdown()
-        shutil.rmtree(config.session_dir, ignore_errors=True)
+        _stop_node_process(manager, config.session, config.session_dir)
         raise
 
 
@@ -417,18 +416,26 @@ def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool
 def _remove_dead_sessions(root: str) -> None:
     """Remove what sessions whose driver and node were both killed left behind.
 
-    A session is dead when neither its driver nor its node process exists and
-    its node's socket accepts no connection; young sessions are left alone
-    (they may still be starting).
+    Segments go by their session's lock (see ``shm``), wherever the session's
+    directory was.  A directory goes with its session's segments; one whose
+    session has no lock (an older actorkit's) is dead when neither its driver
+    nor its node process exists and its node's socket accepts no connection,
+    and is left alone while young (it may still be starting).
     """
     import time
 
     from . import shm
 
+    dead = shm.reap_dead_sessions()
     for entry in os.listdir(root):
         if not entry.startswith("session-"):
             continue
         path = os.path.join(root, entry)
+        if entry.split("-")[1] in dead:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if os.path.exists(shm.lock_path(entry.split("-")[1])):
+            continue  # alive: its lock is held (a free one was just reaped)
         try:
             if time.time() - os.stat(path).st_mtime < 60:
                 continue
@@ -501,8 +508,18 @@ def shutdown() -> None:
             driver.log_printer.close()
         driver._control = None
         if driver.owns_node and driver.manager is not None:
-            driver.manager.shutdown()
-            shutil.rmtree(driver.session_dir, ignore_errors=True)
+            _stop_node_process(driver.manager, driver.node_info["session"], driver.session_dir)
+
+
+def _stop_node_process(manager: NodeManager, session: str, session_dir: str) -> None:
+    """Stop the node server process this driver started; remove what its session left."""
+    from . import shm
+
+    manager.shutdown()
+    if manager._process.exitcode is not None:  # type: ignore[attr-defined]
+        # A node that was killed could not remove its segments: they are ours to remove.
+        shm.unlink_session(session)
+    shutil.rmtree(session_dir, ignore_errors=True)
 
 
 atexit.register(shutdown)
