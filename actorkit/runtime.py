@@ -288,7 +288,28 @@ def session_root(temp_dir: str | None = None) -> str:
         # Unix socket paths are limited to ~100 bytes: keep session paths short.
         root = f"/tmp/actorkit-{os.getuid()}"
     os.makedirs(root, mode=0o700, exist_ok=True)
+    _check_private(root)
     return root
+
+
+def _check_private(root: str) -> None:
+    """Refuse a root someone else made or may write: they could swap its sockets and read its key."""
+    import stat
+
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    elif stat.S_IMODE(st.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}, which lets other users in"
+    else:
+        return
+    raise PermissionError(
+        f"actorkit's session directory {root} {problem}; it must be a directory of yours with mode "
+        f"0700. Remove it if nothing of yours runs from it (`rm -r {root}`, then it is made again), "
+        f"`chmod 700 {root}` if it is yours, or pass init(_temp_dir=...) / set TMPDIR to another place"
+    )
 
 
 def new_node_config(
