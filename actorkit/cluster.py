@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -31,11 +32,28 @@ def _files(temp_dir: str | None = None) -> tuple[str, str]:
 
 
 def _key_from_environment() -> bytes | None:
-    if os.environ.get("ACTORKIT_AUTHKEY"):
-        return bytes.fromhex(os.environ["ACTORKIT_AUTHKEY"])
-    if os.environ.get("ACTORKIT_AUTHKEY_FILE"):
-        with open(os.environ["ACTORKIT_AUTHKEY_FILE"], "rb") as f:
-            return f.read()
+    text = os.environ.get("ACTORKIT_AUTHKEY")
+    if text:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(
+                "ACTORKIT_AUTHKEY is not a hex string: set it to the cluster's key in hex (the bytes "
+                "of the cluster.key file `actorkit start --head` wrote), or unset it"
+            ) from None
+    path = os.environ.get("ACTORKIT_AUTHKEY_FILE")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                key = f.read()
+        except OSError as e:
+            raise type(e)(
+                f"ACTORKIT_AUTHKEY_FILE={path}: cannot read it ({e.strerror}); set it to the key file "
+                f"`actorkit start --head` wrote (cluster.key), or unset it"
+            ) from None
+        if not key:
+            raise ValueError(f"ACTORKIT_AUTHKEY_FILE={path} is empty: set it to the key file `actorkit start --head` wrote")
+        return key
     return None
 
 
@@ -45,11 +63,72 @@ def read_local_cluster() -> dict[str, Any] | None:
     try:
         with open(path) as f:
             info = json.load(f)
-        with open(key_path, "rb") as f:
-            info["authkey"] = f.read()
     except (OSError, ValueError):
         return None
+    try:
+        info["authkey"] = _read_key_file(key_path)
+    except OSError:
+        if not _node_alive(info):
+            return None  # what a node that is gone left: a new one replaces it
+        raise
     return info
+
+
+def _read_key_file(path: str) -> bytes:
+    """This user's cluster key: only from a regular file of theirs that no one else may read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the cluster key file {path} is missing while the node `actorkit start` started runs: "
+            f"`actorkit stop` and start it again, or set ACTORKIT_AUTHKEY to its key"
+        ) from None
+    except OSError as e:
+        if os.path.islink(path):
+            raise PermissionError(_bad_key_file(path, "is a symbolic link")) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        problem = _key_file_problem(os.fstat(f.fileno()))
+        if problem:
+            raise PermissionError(_bad_key_file(path, problem))
+        return f.read()
+
+
+def _key_file_problem(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        return f"has mode {stat.S_IMODE(st.st_mode):04o}, not 0600"
+    return None
+
+
+def _bad_key_file(path: str, problem: str) -> str:
+    return (
+        f"the cluster key file {path} {problem}: actorkit keeps its key only in a file of yours "
+        f"with mode 0600. Remove it (`actorkit stop`, then `rm {path}`) and start the node again"
+    )
+
+
+def _remove_stale_key_file(path: str) -> None:
+    """Remove the key a node that is gone left (a live one was refused before); refuse a suspect file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else _key_file_problem(st)
+    if problem:
+        raise PermissionError(_bad_key_file(path, problem))
+    os.unlink(path)
+
+
+def _write_key_file(path: str, authkey: bytes) -> None:
+    _remove_stale_key_file(path)
+    # O_EXCL|O_NOFOLLOW: the key goes only into a new file made here, never through a link.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authkey)
 
 
 def find_cluster(address: str) -> tuple[Any, bytes, dict[str, Any] | None]:
@@ -116,6 +195,8 @@ def run_head(
     existing = read_local_cluster()
     if register and existing is not None and _node_alive(existing):
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
+    if register:
+        _remove_stale_key_file(_files()[1])  # a suspect key file stops us before any process starts
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
     tcp = (host, port) if port is not None else None
@@ -178,9 +259,7 @@ def _warn_if_exposed(host: str) -> None:
 
 def _write_cluster_files(authkey: bytes, info: dict[str, Any]) -> None:
     info_path, key_path = _files()
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(authkey)
+    _write_key_file(key_path, authkey)
     with open(info_path + ".tmp", "w") as f:
         json.dump(info, f)
     os.replace(info_path + ".tmp", info_path)

@@ -52,6 +52,7 @@ class MemberNode:
         self._sock = P.connect(head_address, authkey)  # first: a wrong key leaves nothing behind
         self._channel = P.Channel(self._sock, timeout=_HEAD_SILENCE_S)  # a silent head is a dead one
         self.config = runtime.new_node_config(resources, object_store_memory, owner_pid=0)._replace(authkey=authkey)
+        shm.hold_session(self.config.session)  # before any segment: alive while this process is
         runtime.write_pids(self.config.session_dir, os.getpid(), os.getpid())
         self.transfer = TransferServer(
             self.config.session,

@@ -62,7 +62,10 @@ def serve(config: NodeConfig) -> None:
     """Manager initializer: runs in the new server process before it serves."""
     global _control
     set_process_name("actorkit:node")
+    from . import shm
     from .gate import Gate
+
+    shm.hold_session(config.session)  # before any segment: the session is alive while this process is
 
     addresses: list[Any] = [config.data_address]
     if config.tcp_address is not None:

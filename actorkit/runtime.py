@@ -213,6 +213,7 @@ def init(
                     "`actorkit start`; do not pass num_cpus, num_gpus or resources with it"
                 )
             _driver, _client = _connect_to_cluster(address, namespace, log_to_driver)
+            _shutdown_at_exit_first()
             return dict(_driver.node_info)
         if local_mode is None:
             local_mode = os.environ.get("ACTORKIT_LOCAL_MODE", "") not in ("", "0")
@@ -224,6 +225,7 @@ def init(
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"init(namespace=...) must be a str, not {type(namespace).__name__}")
         _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
+        _shutdown_at_exit_first()
         return dict(_driver.node_info)
 
 
@@ -243,6 +245,16 @@ def _start_local_mode(namespace: str | None) -> tuple[Any, Any]:
 
     client = LocalClient(namespace)
     return _LocalDriver(client.namespace), client
+
+
+def _shutdown_at_exit_first() -> None:
+    # atexit runs the last registered handler first, and multiprocessing registers
+    # its exit function when first imported (during init()). Run after it,
+    # shutdown() came too late: that function asked the node's Manager server to
+    # exit, and waited a second for a node that stops only when shutdown() says
+    # so before terminating it. Registered again now, shutdown() runs first.
+    atexit.unregister(shutdown)
+    atexit.register(shutdown)
 
 
 def _validated_resources(
@@ -302,7 +314,28 @@ def session_root(temp_dir: str | None = None) -> str:
         # Unix socket paths are limited to ~100 bytes: keep session paths short.
         root = f"/tmp/actorkit-{os.getuid()}"
     os.makedirs(root, mode=0o700, exist_ok=True)
+    _check_private(root)
     return root
+
+
+def _check_private(root: str) -> None:
+    """Refuse a root someone else made or may write: they could swap its sockets and read its key."""
+    import stat
+
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    elif stat.S_IMODE(st.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}, which lets other users in"
+    else:
+        return
+    raise PermissionError(
+        f"actorkit's session directory {root} {problem}; it must be a directory of yours with mode "
+        f"0700. Remove it if nothing of yours runs from it (`rm -r {root}`, then it is made again), "
+        f"`chmod 700 {root}` if it is yours, or pass init(_temp_dir=...) / set TMPDIR to another place"
+    )
 
 
 def new_node_config(
@@ -360,8 +393,7 @@ def _start_local_node(
     try:
         return _connect_driver(manager, config.data_address, config.authkey, namespace, log_to_driver, owns_node=True)
     except BaseException:
-        manager.shutdown()
-        shutil.rmtree(config.session_dir, ignore_errors=True)
+        _stop_node_process(manager, config.session, config.session_dir)
         raise
 
 
@@ -431,18 +463,26 @@ def _connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool
 def _remove_dead_sessions(root: str) -> None:
     """Remove what sessions whose driver and node were both killed left behind.
 
-    A session is dead when neither its driver nor its node process exists and
-    its node's socket accepts no connection; young sessions are left alone
-    (they may still be starting).
+    Segments go by their session's lock (see ``shm``), wherever the session's
+    directory was.  A directory goes with its session's segments; one whose
+    session has no lock (an older actorkit's) is dead when neither its driver
+    nor its node process exists and its node's socket accepts no connection,
+    and is left alone while young (it may still be starting).
     """
     import time
 
     from . import shm
 
+    dead = shm.reap_dead_sessions()
     for entry in os.listdir(root):
         if not entry.startswith("session-"):
             continue
         path = os.path.join(root, entry)
+        if entry.split("-")[1] in dead:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if os.path.exists(shm.lock_path(entry.split("-")[1])):
+            continue  # alive: its lock is held (a free one was just reaped)
         try:
             if time.time() - os.stat(path).st_mtime < 60:
                 continue
@@ -518,8 +558,18 @@ def shutdown() -> None:
             driver.log_printer.close()
         driver._control = None
         if driver.owns_node and driver.manager is not None:
-            driver.manager.shutdown()
-            shutil.rmtree(driver.session_dir, ignore_errors=True)
+            _stop_node_process(driver.manager, driver.node_info["session"], driver.session_dir)
+
+
+def _stop_node_process(manager: NodeManager, session: str, session_dir: str) -> None:
+    """Stop the node server process this driver started; remove what its session left."""
+    from . import shm
+
+    manager.shutdown()
+    if manager._process.exitcode is not None:  # type: ignore[attr-defined]
+        # A node that was killed could not remove its segments: they are ours to remove.
+        shm.unlink_session(session)
+    shutil.rmtree(session_dir, ignore_errors=True)
 
 
 atexit.register(shutdown)

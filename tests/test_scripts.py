@@ -230,3 +230,26 @@ def test_import_starts_no_thread_or_process(tmp_path):
     proc = run_python(["-c", code], tmp_path)
     assert proc.returncode == 0, describe(proc)
     assert "threads 1 children 0" in proc.stdout.splitlines(), describe(proc)
+
+
+def test_driver_exit_without_shutdown_stops_the_node_before_multiprocessing_exits(tmp_path):
+    # multiprocessing's exit function waits a second for a Manager's server and then
+    # terminates it: the node must have been stopped by shutdown() before that runs,
+    # so it exits by itself (code 0), not by SIGTERM, and the script exits at once.
+    source = textwrap.dedent(
+        """
+        import atexit
+
+        manager = []
+        # Registered before actorkit is imported: runs after every other exit handler.
+        atexit.register(lambda: print("node exit code", manager[0]._process.exitcode, flush=True))
+
+        import actorkit as ray
+
+        ray.init(num_cpus=1)
+        manager.append(ray.runtime._driver.manager)
+        """
+    )
+    proc = run_script(tmp_path, source)
+    assert proc.returncode == 0, describe(proc)
+    assert "node exit code 0" in proc.stdout.splitlines(), describe(proc)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import textwrap
 import multiprocessing.pool
@@ -388,3 +390,63 @@ def test_pool_after_shutdown_never_starts_a_node(shutdown_only):
         p.map(square, [1])
     p.terminate()
     assert not ray.is_initialized()
+
+
+def announce_then_wait(started_fifo, signal, x):
+    """Tell the test this item runs (a byte into its FIFO), then block until ``signal``."""
+    fd = os.open(started_fifo, os.O_WRONLY)
+    try:
+        os.write(fd, b"s")
+    finally:
+        os.close(fd)
+    ray.get(signal.wait.remote())
+    return x
+
+
+def interrupt_main_once_started(fifo: str, count: int) -> threading.Thread:
+    """A thread that sends SIGINT to the main thread once ``count`` items announced they run."""
+    reader = os.open(fifo, os.O_RDWR)  # read-write: never EOF between two writers
+
+    def run():
+        try:
+            got = 0
+            while got < count:
+                got += len(os.read(reader, count - got))
+        finally:
+            os.close(reader)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("how", ["map", "starmap", "imap"])
+def test_an_interrupted_map_frees_the_pool_at_once(ray_start_shared, tmp_path, how):
+    blocker = SignalActor.remote()
+    fifo = str(tmp_path / "started")
+    os.mkfifo(fifo)
+    with Pool(2) as pool:
+        other = pool.map_async(square, range(5))  # submitted before: must still complete, right
+        interrupter = interrupt_main_once_started(fifo, 2)
+        items = [(fifo, blocker, x) for x in range(8)]
+        with pytest.raises(KeyboardInterrupt):
+            if how == "map":
+                pool.map(functools.partial(announce_then_wait, fifo, blocker), range(8), chunksize=1)
+            elif how == "starmap":
+                pool.starmap(announce_then_wait, items, chunksize=1)
+            else:
+                list(pool.imap(functools.partial(announce_then_wait, fifo, blocker), range(8), chunksize=1))
+        interrupter.join(TIMEOUT)
+        # The interrupted items block until `blocker` is sent, which never happens: a map
+        # that waited behind them would time out here.
+        assert pool.map_async(square, range(6)).get(TIMEOUT) == [0, 1, 4, 9, 16, 25]
+        assert other.get(TIMEOUT) == [0, 1, 4, 9, 16]
+        # None of the interrupted items runs any more: the FIFO gets no new announcement.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert pool.map(square, range(3)) == [0, 1, 4]
+            assert os.read(reader, 10) == b""
+        finally:
+            os.close(reader)
+    ray.kill(blocker)

@@ -89,7 +89,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
-from typing import Any
+from typing import Any, NamedTuple
 
 import actorkit
 from actorkit.api import remote
@@ -311,11 +311,15 @@ class _Job:
     fn: Any
     name: str
     _share_cache: int | None = None  # large arguments remembered (None: all, for the job's life)
+    interrupted = False  # its caller was interrupted (Ctrl-C): cancelled, its processes freed
 
     def __init__(self, fn: Any, mode: int, progress: Progress, total: int | None, desc: str) -> None:
         self.fn = fn
         self.mode = mode
         self.name = describe_callable(fn)
+        # Chunks to send again: they were queued behind an interrupted job's chunk in a
+        # process the pool killed, so they never ran.
+        self.retry: list[tuple[int, list[Any]]] = []
         self._shared: dict[int, tuple[Any, _Shared]] = {}
         self._bar = ProgressBar(total, desc, progress) if progress else None
 
@@ -457,7 +461,11 @@ class _MapJob(_Job):
         self.done = 0
 
     def next_chunk(self, pool: _PoolCore) -> tuple[int, list[Any]] | None:
-        if self._next >= self.total or self._result.ready():
+        if self._result.ready():
+            return None
+        if self.retry:
+            return self.retry.pop()
+        if self._next >= self.total:
             return None
         start = self._next
         chunk = self._items[start : start + self._sizer.size]
@@ -533,7 +541,11 @@ class _IMapJob(_Job):
         self.done = 0
 
     def next_chunk(self, pool: _PoolCore) -> tuple[int, list[Any]] | None:
-        if self._exhausted or self.cancelled or self._aborted is not None:
+        if self.cancelled or self._aborted is not None:
+            return None
+        if self.retry:
+            return self.retry.pop()
+        if self._exhausted:
             return None
         size = self._sizer.size
         items: list[Any] = []
@@ -640,8 +652,9 @@ class IMapIterator:
     Dropping it stops the job: no more items are taken from the iterable.
     """
 
-    def __init__(self, job: _IMapJob) -> None:
+    def __init__(self, job: _IMapJob, pool: _PoolCore | None = None) -> None:
         self._job = job
+        self._pool = pool
 
     def __repr__(self) -> str:
         job = self._job
@@ -653,11 +666,19 @@ class IMapIterator:
         return self
 
     def __next__(self) -> Any:
-        return self._job.next(None)
+        return self.next(None)
 
     def next(self, timeout: float | None = None) -> Any:
-        """The next result; ``TimeoutError`` if none comes within ``timeout`` seconds."""
-        return self._job.next(timeout)
+        """The next result; ``TimeoutError`` if none comes within ``timeout`` seconds.
+
+        Interrupted (Ctrl-C) while it waits, the rest of the job is cancelled.
+        """
+        try:
+            return self._job.next(timeout)
+        except BaseException as e:
+            if not isinstance(e, Exception) and self._pool is not None:
+                self._pool.cancel(self._job)
+            raise
 
     def __del__(self) -> None:
         self._job.cancelled = True
@@ -676,20 +697,32 @@ def _report_callback_error() -> None:
 class _Slot:
     """One of the pool's processes, as the dispatcher sees it."""
 
-    __slots__ = ("actor", "started", "completed", "inflight", "known", "forget", "retiring", "dead")
+    __slots__ = ("actor", "started", "completed", "inflight", "calls", "known", "forget", "retiring", "dead", "killed")
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
         self.started = 0  # calls sent (maxtasksperchild counts these)
         self.completed = 0
         self.inflight = 0
+        # Its calls in flight, in the order sent: the first is the one it runs (it runs one at a time).
+        self.calls: list[_Call] = []
         self.known: set[int] = set()  # function tokens this actor has
         self.forget: list[int] = []  # tokens to tell it to drop
         self.retiring = False  # reached maxtasksperchild: replace once idle
         self.dead = False
+        self.killed = False  # by the pool, to stop an interrupted job's chunk
 
 
-_EV_JOB, _EV_DONE, _EV_CLOSE, _EV_TERMINATE = range(4)
+class _Call(NamedTuple):
+    """One chunk in flight in one actor."""
+
+    slot: _Slot
+    job: _Job
+    start: int
+    items: list[Any]  # as the job gave them (to send again if the actor is killed before it runs them)
+
+
+_EV_JOB, _EV_DONE, _EV_CLOSE, _EV_TERMINATE, _EV_CANCEL = range(5)
 
 
 class _PoolCore:
@@ -744,6 +777,14 @@ class _PoolCore:
                 raise RuntimeError("actorkit was shut down: this pool's processes are gone; create a new Pool")
             self._events.put((_EV_JOB, job))
 
+    def cancel(self, job: _Job) -> None:
+        """Stop ``job`` (its caller was interrupted): send none of its chunks, stop the running ones.
+
+        Returns at once (it may run in a KeyboardInterrupt's wake); the dispatcher does the
+        work before it takes the next job, so a map submitted next finds the processes free.
+        """
+        self._events.put((_EV_CANCEL, job))
+
     def close(self) -> None:
         with self._lock:
             if self.state == _RUN:
@@ -782,6 +823,8 @@ class _PoolCore:
                         self._on_done(event[1], event[2])
                     elif kind == _EV_CLOSE:
                         closing = True
+                    elif kind == _EV_CANCEL:
+                        self._cancel(event[1])
                     else:
                         self._abort_all(RuntimeError("the pool was terminated"))
                         self._kill_all()
@@ -808,6 +851,37 @@ class _PoolCore:
             job.abort(error)
         self._unfinished.clear()
         self._jobs.clear()
+
+    def _cancel(self, job: _Job) -> None:
+        job.interrupted = True
+        if isinstance(job, _IMapJob):
+            job.cancelled = True
+        if job in self._unfinished:
+            job.abort(RuntimeError(f"{job.name}: its caller was interrupted, and the rest of it cancelled"))
+            self._unfinished.discard(job)
+        if job in self._jobs:
+            self._jobs.remove(job)
+        for slot in list(self.slots):
+            self._kill_if_interrupted(slot)
+
+    def _kill_if_interrupted(self, slot: _Slot) -> None:
+        """Replace ``slot``'s process if it runs an interrupted job's chunk.
+
+        A running actor call cannot be interrupted, and the chunk may block for
+        good (it was interrupted for a reason): the process is killed and a new
+        one started at once.  The chunks of other jobs queued behind it never
+        ran: they are sent again.
+        """
+        if not slot.calls or not slot.calls[0].job.interrupted or slot.killed or slot not in self.slots:
+            return
+        if not actorkit.is_initialized():
+            return  # shut down: the processes went with the node (never start a new one)
+        slot.killed = slot.dead = True
+        try:
+            actorkit.kill(slot.actor)
+        except Exception:
+            pass  # already gone
+        self.slots[self.slots.index(slot)] = self._new_slot()
 
     def _kill_all(self) -> None:
         slots, self.slots = self.slots, []
@@ -867,6 +941,7 @@ class _PoolCore:
             token = self._token(job.fn)
             fn = None if token in slot.known else job.fn
             forget, slot.forget = slot.forget, []
+            original = items
             items, shared = job.share_large(items)
             ref = slot.actor.run.remote(token, fn, forget, job.mode, items, shared)
         except Exception as e:  # e.g. an argument that cannot be pickled
@@ -878,16 +953,25 @@ class _PoolCore:
         slot.started += 1
         if self._maxtasks is not None and slot.started >= self._maxtasks:
             slot.retiring = True
-        call = (slot, job, start, count)
+        call = _Call(slot, job, start, original)
+        slot.calls.append(call)
         events = self._events
         ref.future().add_done_callback(lambda future, call=call: events.put((_EV_DONE, call, future)))
 
-    def _on_done(self, call: tuple[_Slot, _Job, int, int], future: Any) -> None:
-        slot, job, start, count = call
+    def _on_done(self, call: _Call, future: Any) -> None:
+        slot, job, start, items = call
+        count = len(items)
         slot.inflight -= 1
+        slot.calls.remove(call)
         try:
             values, failures, elapsed = future.result()
         except BaseException as e:  # the call itself failed: every item of the chunk fails
+            if slot.killed:  # by the pool, for an interrupted job: this chunk never ran, or is not wanted
+                if job in self._unfinished and not job.interrupted:
+                    job.retry.append((start, items))
+                    if job not in self._jobs:
+                        self._jobs.append(job)
+                return
             if isinstance(e, ActorDiedError):
                 slot.dead = True
                 if e.cause is not None and slot.completed == 0:
@@ -902,6 +986,8 @@ class _PoolCore:
             self._unfinished.discard(job)
         if (slot.retiring or slot.dead) and slot.inflight == 0 and slot in self.slots:
             self._replace(slot)
+        else:
+            self._kill_if_interrupted(slot)  # its next call is an interrupted job's
 
     def _replace(self, slot: _Slot) -> None:
         if not actorkit.is_initialized():
@@ -1003,12 +1089,25 @@ class Pool:
                 "pool's dispatcher thread); use the _async methods without waiting instead"
             )
 
+    def _wait(self, result: AsyncResult) -> Any:
+        """The result of a blocking call; interrupted (Ctrl-C) meanwhile, the rest of it is cancelled.
+
+        Otherwise the interrupted call would go on in the background, and the
+        next call would wait behind it.
+        """
+        try:
+            return result.get()
+        except BaseException as e:
+            if not isinstance(e, Exception) and not result.ready():
+                self._core.cancel(result._job)
+            raise
+
     # ---------------------------------------------------------------- apply
 
     def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """``func(*args, **kwds)`` in one of the pool's processes; blocks for the result."""
         self._check_may_block()
-        return self.apply_async(func, args, kwds).get()
+        return self._wait(self.apply_async(func, args, kwds))
 
     def apply_async(
         self,
@@ -1056,7 +1155,7 @@ class Pool:
         shows a bar (``True``: on a terminal only; ``"force"``: always).
         """
         self._check_may_block()
-        return self._map_async(func, iterable, _ONE_ARG, chunksize, None, None, progress, "map").get()
+        return self._wait(self._map_async(func, iterable, _ONE_ARG, chunksize, None, None, progress, "map"))
 
     def map_async(
         self,
@@ -1074,7 +1173,7 @@ class Pool:
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None, *, progress: Progress = False) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed in the pool."""
         self._check_may_block()
-        return self._map_async(func, iterable, _STAR_ARGS, chunksize, None, None, progress, "starmap").get()
+        return self._wait(self._map_async(func, iterable, _STAR_ARGS, chunksize, None, None, progress, "starmap"))
 
     def starmap_async(
         self,
@@ -1095,7 +1194,7 @@ class Pool:
         desc = "imap" if ordered else "imap_unordered"
         job = _IMapJob(func, _ONE_ARG, iterable, chunksize, ordered, self._processes, progress, desc)
         self._core.submit(job)
-        return IMapIterator(job)
+        return IMapIterator(job, self._core)
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Progress = False) -> IMapIterator:
         """An iterator over ``func(x)`` for each ``x``, in order, computed as the iterable is consumed.
