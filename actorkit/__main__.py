@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         return cluster.stop_local_cluster()
     if args.command == "status":
-        return cluster.print_status(args.address)
+        from .status import print_status
+
+        return print_status(args.address)
     if args.head == bool(args.address):
         parser.error("start needs either --head or --address HOST:PORT (of the head)")
     if not args.block:

@@ -400,34 +400,3 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
         return bool(select.select([fd], [], [], timeout)[0])
     finally:
         os.close(fd)
-
-
-def print_status(address: str) -> int:
-    """Print the nodes of the cluster, their resources and their use."""
-    import actorkit
-
-    actorkit.init(address=address, log_to_driver=False)
-    try:
-        for node in actorkit.nodes():
-            role = "head" if node["IsHead"] else "node"
-            state = "alive" if node["Alive"] else f"dead: {node['DeathReason']}"
-            print(f"{role} {node['NodeID'][:12]}  {node['NodeManagerHostname']} ({node['NodeManagerAddress']})  {state}")
-            for name, amount in sorted(node["Resources"].items()):
-                if name != "memory":
-                    print(f"    {name:22s} {amount - node['Available'].get(name, 0):8g} / {amount:g} used")
-        print("cluster:")
-        total, available = actorkit.cluster_resources(), actorkit.available_resources()
-        for name, amount in sorted(total.items()):
-            used = amount - available.get(name, 0)
-            if name == "memory":
-                print(f"  {name:24s} {used / 2**30:8.1f} / {amount / 2**30:.1f} GiB")
-            else:
-                print(f"  {name:24s} {used:8g} / {amount:g}")
-        stats = runtime.current_client().request("stats")
-        print(
-            f"  workers {stats['workers']}  objects {stats['objects']}  "
-            f"tasks finished {stats['tasks_finished']}  store {stats['store_used'] / 2**20:.0f} MiB"
-        )
-    finally:
-        actorkit.shutdown()
-    return 0

@@ -369,6 +369,17 @@ def write_pids(session_dir: str, driver_pid: int, node_pid: int) -> None:
     os.replace(pids_tmp, os.path.join(session_dir, "pids"))
 
 
+SESSION_KEY_FILE = "session.key"
+
+
+def write_session_key(session_dir: str, authkey: bytes) -> None:
+    """Leave the node's key in its (0700) session directory, mode 0600, for
+    ``actorkit status`` run by the same user: a private node shows there too."""
+    fd = os.open(os.path.join(session_dir, SESSION_KEY_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authkey)
+
+
 def _start_local_node(
     totals: dict[str, float],
     store_memory: int,
@@ -390,6 +401,7 @@ def _start_local_node(
     with main_module_hidden():
         manager.start(initializer=serve, initargs=(config,))
     write_pids(config.session_dir, os.getpid(), manager._process.pid)  # type: ignore[attr-defined]
+    write_session_key(config.session_dir, config.authkey)
     try:
         return _connect_driver(manager, config.data_address, config.authkey, namespace, log_to_driver, owns_node=True)
     except BaseException:
