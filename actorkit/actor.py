@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from . import runtime, runtime_env
 from .call_check import Binder
@@ -41,16 +41,27 @@ ACTOR_OPTIONS = frozenset(
         "runtime_env",
         "scheduling_strategy",
         "max_pending_calls",
+        "enable_task_events",
     }
 )
 _ACTOR_UNSUPPORTED = {"concurrency_groups": "concurrency groups are not supported", **UNSUPPORTED}
-_SHARED_WITH_TASKS = ("num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env", "scheduling_strategy")
+_SHARED_WITH_TASKS = (
+    "num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env", "scheduling_strategy",
+    "enable_task_events",
+)
 _NUM_RETURNS_ATTR = "__actorkit_num_returns__"
+T = TypeVar("T")
 
 
-def method(*, num_returns: int = 1) -> Any:
-    """Decorate an actor method with options: ``@actorkit.method(num_returns=2)``."""
+def method(*, num_returns: int = 1, enable_task_events: bool = True) -> Any:
+    """Decorate an actor method with options: ``@actorkit.method(num_returns=2)``.
+
+    ``enable_task_events`` is accepted for Ray's scripts: the node records
+    every call it places either way (see ``actorkit.util.state``).
+    """
     whole_number("@method()", "num_returns", num_returns, 0)
+    if not isinstance(enable_task_events, bool):
+        raise TypeError("@method(): enable_task_events must be True or False")
 
     def decorate(function: Any) -> Any:
         setattr(function, _NUM_RETURNS_ATTR, num_returns)
@@ -102,7 +113,7 @@ def _methods_of(cls: type) -> tuple[dict[str, int], bool]:
     return methods, is_async
 
 
-class ActorClass:
+class ActorClass(Generic[T]):
     """A class made an actor by ``@remote``: ``Cls.remote(*args)`` starts one."""
 
     def __init__(self, cls: type, options: dict[str, Any], _export: Any = None) -> None:

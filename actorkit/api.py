@@ -2,17 +2,106 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 from . import runtime
 from .object_ref import ObjectRef
 
+if TYPE_CHECKING:
+    from .actor import ActorClass
+    from .remote_function import RemoteFunction
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _RemoteDecorator(Protocol):
+    """What ``remote(**options)`` returns, for type checkers."""
+
+    @overload
+    def __call__(self, target: type[T], /) -> ActorClass[T]: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(target: type[T], /) -> ActorClass[T]: ...
+
+
+@overload
+def remote(target: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(
+    *,
+    num_returns: int = 1,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    accelerator_type: str | None = None,
+    memory: float | None = None,
+    max_calls: int = 0,
+    max_retries: int = 3,
+    retry_exceptions: bool | list[type[BaseException]] = False,
+    runtime_env: dict[str, Any] | None = None,
+    name: str | None = None,
+    scheduling_strategy: Any = None,
+    enable_task_events: bool = True,
+    namespace: str | None = None,
+    lifetime: str | None = None,
+    get_if_exists: bool = False,
+    max_concurrency: int | None = None,
+    max_restarts: int = 0,
+    max_task_retries: int = 0,
+    max_pending_calls: int = -1,
+) -> _RemoteDecorator: ...
+
 
 def remote(*args: Any, **options: Any) -> Any:
-    """Make a function a task (or a class an actor): ``@remote`` or ``@remote(**options)``.
+    """Make a function a task, or a class an actor: ``@remote`` or ``@remote(**options)``.
 
     ``remote(existing_function)`` works for any callable, builtins and C
-    functions included.
+    functions included.  ``f.remote(...)`` then returns an ``ObjectRef`` at once;
+    ``Cls.remote(...)`` returns an ``ActorHandle``.  ``.options(**options)`` on
+    either makes a variant with some options changed.
+
+    Options of tasks and actors (Ray's names):
+
+    * ``num_cpus`` (tasks: 1, actors: 0 while alive, 1 to place them),
+      ``num_gpus``, ``memory`` (bytes), ``resources`` (custom amounts, e.g.
+      ``{"disk": 1}``), ``accelerator_type`` (needs ``accelerator_type:X``).
+    * ``runtime_env``: ``env_vars``, ``working_dir``, ``py_modules``,
+      ``excludes`` (see ``actorkit.runtime_env``).
+    * ``scheduling_strategy``: ``"DEFAULT"``, ``"SPREAD"`` or a
+      ``NodeAffinitySchedulingStrategy``.
+    * ``enable_task_events``: accepted; the node records what it places anyway.
+
+    Options of tasks only:
+
+    * ``num_returns``: how many ObjectRefs a call returns (default 1).
+    * ``max_retries`` (default 3; -1 forever): reruns after the worker died.
+    * ``retry_exceptions``: ``True`` or a list of exception classes that also
+      rerun the task.
+    * ``max_calls``: retire a worker after this many calls of the function.
+    * ``name``: the task's name in errors, logs and the state API.
+
+    Options of actors only:
+
+    * ``name``, ``namespace``, ``get_if_exists``: a named actor others find with
+      ``get_actor``; ``lifetime`` (``"detached"``: it outlives its creator).
+    * ``max_concurrency``: calls at once (threads, or coroutines for
+      ``async def`` methods; default 1, or 1000 for async actors).
+    * ``max_restarts`` (default 0; -1 forever) and ``max_task_retries``
+      (default 0): what happens when its process dies.
+    * ``max_pending_calls``: accepted as -1 only (no limit).
+
+    An option actorkit does not support raises an error naming it, instead
+    of being ignored.
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
@@ -45,7 +134,15 @@ def _check_timeout(timeout: Any, where: str) -> float | None:
     return float(timeout)
 
 
-def get(object_refs: ObjectRef | list[ObjectRef], *, timeout: float | None = None) -> Any:
+@overload
+def get(object_refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+
+
+@overload
+def get(object_refs: list[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of an ObjectRef, or the values of a list of them, blocking until ready.
 
     Raises ``GetTimeoutError`` after ``timeout`` seconds, and a task's error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 _local = threading.local()
+T = TypeVar("T")
 
 
 def record_contained_ref(object_id: bytes) -> None:
@@ -33,8 +34,12 @@ def collect_contained_refs(refs: list[bytes] | None) -> list[bytes] | None:
     return outer
 
 
-class ObjectRef:
-    """A reference to an object in the store; ``actorkit.get(ref)`` gives its value."""
+class ObjectRef(Generic[T]):
+    """A reference to an object in the store; ``actorkit.get(ref)`` gives its value.
+
+    ``ObjectRef[int]`` is what ``f.remote()`` returns for ``def f() -> int``,
+    for type checkers; at run time every ref is a plain ``ObjectRef``.
+    """
 
     __slots__ = ("_id", "_client", "__weakref__")
 
@@ -82,11 +87,11 @@ class ObjectRef:
         if client is not None:
             client.release_ref(self._id)
 
-    def future(self) -> concurrent.futures.Future[Any]:
+    def future(self) -> concurrent.futures.Future[T]:
         """A ``concurrent.futures.Future`` that completes with the object's value."""
         return _client_of(self).future(self)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         import asyncio
 
         return asyncio.wrap_future(self.future()).__await__()

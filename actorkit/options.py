@@ -25,6 +25,7 @@ TASK_OPTIONS = frozenset(
         "runtime_env",
         "name",
         "scheduling_strategy",
+        "enable_task_events",
     }
 )
 
@@ -36,7 +37,6 @@ UNSUPPORTED = {
     "object_store_memory": "per-task object store memory is not supported",
     "_metadata": "task metadata is not supported",
     "label_selector": "label selectors are not supported",
-    "enable_task_events": "task events are not supported",
     "_generator_backpressure_num_objects": "streaming generators are not supported",
 }
 
@@ -108,6 +108,8 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
             and all(isinstance(c, type) and issubclass(c, BaseException) for c in retry)
         ):
             raise TypeError(f"{where}: retry_exceptions must be a bool or a list of exception classes")
+    if not isinstance(options.get("enable_task_events", True), bool):
+        raise TypeError(f"{where}: enable_task_events must be True or False")
     validate_runtime_env(options.get("runtime_env"), where)
     if "scheduling_strategy" in options:
         from .strategy import strategy_to_wire

@@ -8,7 +8,7 @@ and sent to the node once; each worker loads it once.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 from . import payload as payload_codec
 from . import runtime, runtime_env
@@ -21,6 +21,8 @@ from .strategy import strategy_to_wire
 from .task_spec import ArgRef, TaskSpec, retry_exceptions_to_wire
 
 _DEFAULT_MAX_RETRIES = 3
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Export:
@@ -34,8 +36,12 @@ class _Export:
         self.binder: Binder | None = None  # the signature, read on the first call
 
 
-class RemoteFunction:
-    """A function that runs as a task: call ``.remote(*args, **kwargs)`` for an ObjectRef."""
+class RemoteFunction(Generic[P, R]):
+    """A function that runs as a task: call ``.remote(*args, **kwargs)`` for an ObjectRef.
+
+    For type checkers, ``f.remote(...)`` takes ``f``'s parameters and returns
+    ``ObjectRef[R]``, and calling ``f(...)`` directly is an error.
+    """
 
     def __init__(self, function: Any, options: dict[str, Any], _export: _Export | None = None) -> None:
         if not callable(function):
@@ -59,16 +65,18 @@ class RemoteFunction:
     def __repr__(self) -> str:
         return f"<RemoteFunction {self.__module__}.{self._name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"Remote functions cannot be called directly. Instead of running "
-            f"'{self.__module__}.{self._name}()', try '{self.__module__}.{self._name}.remote()'."
-        )
+    if not TYPE_CHECKING:  # hidden from type checkers, so that they flag f(3)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            raise TypeError(
+                f"Remote functions cannot be called directly. Instead of running "
+                f"'{self.__module__}.{self._name}()', try '{self.__module__}.{self._name}.remote()'."
+            )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self._function, self._options, self._export.function_id))
 
-    def options(self, **options: Any) -> RemoteFunction:
+    def options(self, **options: Any) -> RemoteFunction[P, R]:
         """A variant of this function with some options changed (Ray's ``.options()``)."""
         merged = {**self._options, **options}
         validate_task_options(options, f"{self._name}.options()")
@@ -78,7 +86,7 @@ class RemoteFunction:
         """A DAG node that calls this function when the graph runs (see ``actorkit.dag``)."""
         return FunctionNode(self, args, kwargs)
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Submit a call as a task; returns its ObjectRef(s) at once."""
         export = self._export
         binder = export.binder
@@ -112,8 +120,8 @@ class RemoteFunction:
         if self._num_returns == 1:
             return refs[0]
         if self._num_returns == 0:
-            return None
-        return refs
+            return None  # type: ignore[return-value]
+        return refs  # type: ignore[return-value]  # num_returns > 1: a list of refs
 
 
 def function_bytes_to_send(client: Any, export: _Export, target: Any) -> bytes | None:
