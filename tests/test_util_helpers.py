@@ -78,20 +78,35 @@ def test_chunk_size_and_validation(ray_start_shared):
     assert list(as_completed([])) == []
 
 
-def test_progress_fallback_when_forced(ray_start_shared, capsys, monkeypatch):
+def test_progress_off_a_terminal_is_a_few_plain_lines(ray_start_shared, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    refs = [square.remote(i) for i in range(8)]
-    assert sorted(as_completed(refs, progress="force", desc="squares")) == [i * i for i in range(8)]
+    refs = [square.remote(i) for i in range(40)]
+    assert sorted(as_completed(refs, progress=True, desc="squares")) == [i * i for i in range(40)]
     err = capsys.readouterr().err
-    assert "\rsquares: 8/8 100% |####################|" in err
-    assert err.endswith("\n")
-
-
-def test_progress_quiet_when_not_a_terminal(ray_start_shared, capsys):
+    lines = err.splitlines()
+    assert "\r" not in err
+    assert 2 <= len(lines) <= 6, lines  # a line each quarter, and the end
+    assert lines[-1].startswith("squares: 40/40 100% |####################|")
     refs = [square.remote(i) for i in range(3)]
-    assert sorted(as_completed(refs, progress=True)) == [0, 1, 4]
-    assert capsys.readouterr().err == ""
+    assert sorted(as_completed(refs, progress="force")) == [0, 1, 4]
+    assert capsys.readouterr().err.splitlines()[-1].startswith("as_completed: 3/3 100%")
+
+
+def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with ProgressBar(4, "work", True) as bar:
+        for _ in range(4):
+            bar.update()
+    assert "\rwork: 4/4 100% |####################|" in terminal.getvalue()
+    assert terminal.getvalue().count("\n") == 1
 
 
 def test_progress_uses_tqdm_when_installed(monkeypatch):
@@ -114,22 +129,35 @@ def test_progress_uses_tqdm_when_installed(monkeypatch):
     fake.auto = fake_auto
     monkeypatch.setitem(sys.modules, "tqdm", fake)
     monkeypatch.setitem(sys.modules, "tqdm.auto", fake_auto)
-    with ProgressBar(5, "work", "force") as bar:
-        bar.update(2)
-        bar.update(3)
-    assert len(made) == 1 and made[0].n == 5 and made[0].total == 5 and made[0].closed
 
-
-def test_progress_enabled_rules():
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
-    assert progress_enabled(True, Terminal())
-    assert not progress_enabled(True, io.StringIO())
-    assert progress_enabled("force", io.StringIO())
-    assert not progress_enabled(False, Terminal())
-    assert not progress_enabled(None, Terminal())
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with ProgressBar(5, "work", True) as bar:
+        bar.update(2)
+        bar.update(3)
+    assert len(made) == 1 and made[0].n == 5 and made[0].total == 5 and made[0].closed
+
+    # In a Jupyter kernel (stderr is no terminal there), tqdm.auto draws its widget.
+    class ZMQInteractiveShell:
+        pass
+
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with ProgressBar(2, "notebook", True) as bar:
+        bar.update(2)
+    assert len(made) == 2 and made[1].desc == "notebook" and made[1].n == 2
+
+
+def test_progress_enabled_rules():
+    assert progress_enabled(True) and progress_enabled("force")
+    assert not progress_enabled(False) and not progress_enabled(None)
+    with pytest.raises(ValueError, match="expected True, False or 'force'"):
+        progress_enabled("yes")
     bar = ProgressBar(3, "off", False)
     bar.update(1)
     bar.close()

@@ -3,14 +3,20 @@
 The ``progress`` option takes:
 
 * ``False`` (default): no bar.
-* ``True``: a bar on stderr **when stderr is a terminal**; quiet otherwise, so
-  that logs and CI output stay clean.
-* ``"force"``: a bar on stderr even when it is not a terminal (one line per
-  update at most ten times a second, then a final line).
+* ``True``: a bar on stderr that fits where it is drawn:
+
+  - a terminal: a bar redrawn in place (tqdm's, when tqdm is installed, else
+    a plain one written with ``\\r``);
+  - a Jupyter kernel: tqdm's notebook widget (``tqdm.auto``), when tqdm is
+    installed;
+  - anything else (a log file, a pipe, CI): a few plain lines, one each
+    quarter of the way and one at the end, so the log stays readable.
+
+* ``"force"``: the same; kept for scripts written for the earlier rule that
+  ``True`` stayed quiet off a terminal.
 * a string other than ``"force"`` is an error.
 
-The bar is tqdm's (``tqdm.auto``, so Jupyter gets its widget) when tqdm is
-importable, and otherwise a plain one-line bar written with ``\\r``::
+A plain bar looks like::
 
     map: 1200/2000  60% |############--------| 3841.2/s 0.3s
 
@@ -29,19 +35,36 @@ _BAR_WIDTH = 20
 _MIN_INTERVAL_S = 0.1
 
 
-def progress_enabled(option: Progress, stream: TextIO | None = None) -> bool:
+def progress_enabled(option: Progress) -> bool:
     """Whether a bar should be shown for ``option`` (see the module's docstring)."""
     if option is None or option is False:
         return False
-    if option == "force":
+    if option is True or option == "force":
         return True
-    if option is True:
-        stream = stream if stream is not None else sys.stderr
-        try:
-            return bool(stream is not None and stream.isatty())
-        except (AttributeError, ValueError):
-            return False
     raise ValueError(f"progress={option!r}: expected True, False or 'force'")
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _in_jupyter() -> bool:
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return get_ipython is not None and type(get_ipython()).__name__ == "ZMQInteractiveShell"
+
+
+
+def _tqdm() -> Any:
+    """tqdm's bar class (its notebook widget in Jupyter), or None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 class _PlainBar:
@@ -93,6 +116,38 @@ class _PlainBar:
             pass
 
 
+class _LineBar(_PlainBar):
+    """The bar off a terminal: a line each quarter of the way (each power of ten
+    when the total is unknown) and one at the end, never a ``\\r``."""
+
+    def __init__(self, total: int | None, desc: str, stream: TextIO) -> None:
+        self._next = 1
+        super().__init__(total, desc, stream)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n >= self._next:
+            self._draw()
+
+    def _draw(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._drawn_n = self.n
+        if self.total:
+            quarter = max(1, -(-self.total // 4))
+            self._next = (self.n // quarter + 1) * quarter
+        else:
+            self._next = max(10, self._next * 10)
+        try:
+            self._stream.write(self._line(now) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        if self._drawn_n != self.n:
+            self._draw()
+
+
 class ProgressBar:
     """A progress bar over ``total`` items (``None``: unknown), or nothing when disabled.
 
@@ -106,12 +161,15 @@ class ProgressBar:
         self._bar: Any = None
         if not self.enabled:
             return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            self._bar = _PlainBar(total, desc or "progress", sys.stderr)
+        stream = sys.stderr
+        drawable = _is_terminal(stream) or _in_jupyter()
+        tqdm = _tqdm() if drawable else None
+        if tqdm is not None:
+            self._bar = tqdm(total=total, desc=desc or None, file=stream)
+        elif _is_terminal(stream):
+            self._bar = _PlainBar(total, desc or "progress", stream)
         else:
-            self._bar = tqdm(total=total, desc=desc or None, file=sys.stderr)
+            self._bar = _LineBar(total, desc or "progress", stream)
 
     def __repr__(self) -> str:
         kind = "off" if self._bar is None else type(self._bar).__name__
