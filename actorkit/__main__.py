@@ -28,12 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("stop", help="stop the node started on this machine")
     status = commands.add_parser("status", help="show nodes, resources and their use")
     status.add_argument("--address", default="auto")
+    dashboard = commands.add_parser("dashboard", help="serve a live page of the node started on this machine")
+    dashboard.add_argument("--address", default="auto")
+    dashboard.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     args = parser.parse_args(argv)
 
     from . import cluster
 
     if args.command == "stop":
         return cluster.stop_local_cluster()
+    if args.command == "dashboard":
+        return _serve_dashboard(args.address, args.port)
     if args.command == "status":
         from .status import print_status
 
@@ -49,6 +54,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         cluster.run_head(num_cpus, args.num_gpus, args.resources, args.host, args.port, args.object_store_memory)
+    return 0
+
+
+def _serve_dashboard(address: str, port: int) -> int:
+    import threading
+
+    import actorkit
+
+    from . import runtime
+    from .dashboard import Dashboard
+
+    try:
+        actorkit.init(address=address, log_to_driver=False)
+    except ConnectionError as e:
+        print(f"actorkit dashboard: {e}")
+        return 1
+    page = Dashboard(runtime.current_client(), port)
+    print(f"actorkit dashboard: {page.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.stop()
+        actorkit.shutdown()
     return 0
 
 

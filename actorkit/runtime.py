@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ _lock = threading.RLock()
 _client: Client | None = None
 _driver: Driver | None = None
 _executor: TaskExecutor | None = None
+_dashboard: Any = None  # the live page, when init(dashboard=True) started one
 
 _INIT_KEYWORDS = (
     "address",
@@ -43,6 +45,7 @@ _INIT_KEYWORDS = (
     "logging_level",
     "runtime_env",
     "local_mode",
+    "dashboard",
     "_temp_dir",
 )
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
@@ -180,6 +183,7 @@ def init(
     logging_level: Any = None,
     runtime_env: dict[str, Any] | None = None,
     local_mode: bool | None = None,
+    dashboard: bool = False,
     _temp_dir: str | None = None,
     **unknown: Any,
 ) -> dict[str, Any]:
@@ -214,7 +218,7 @@ def init(
                 )
             _driver, _client = _connect_to_cluster(address, namespace, log_to_driver)
             _shutdown_at_exit_first()
-            return dict(_driver.node_info)
+            return _started(dashboard or bool(include_dashboard))
         if local_mode is None:
             local_mode = os.environ.get("ACTORKIT_LOCAL_MODE", "") not in ("", "0")
         if local_mode:
@@ -226,7 +230,20 @@ def init(
             raise TypeError(f"init(namespace=...) must be a str, not {type(namespace).__name__}")
         _driver, _client = _start_local_node(totals, store_memory, namespace, log_to_driver, _temp_dir)
         _shutdown_at_exit_first()
-        return dict(_driver.node_info)
+        return _started(dashboard or bool(include_dashboard))
+
+
+def _started(with_dashboard: bool) -> dict[str, Any]:
+    """What init() returns; with the live page started first, if asked for."""
+    global _dashboard
+    info = dict(_driver.node_info)  # type: ignore[union-attr]
+    if with_dashboard:
+        from .dashboard import Dashboard
+
+        _dashboard = Dashboard(_client)
+        info["dashboard_url"] = _dashboard.url
+        print(f"actorkit dashboard: {_dashboard.url}", file=sys.stderr, flush=True)
+    return info
 
 
 class _LocalDriver:
@@ -541,12 +558,15 @@ def _driver_message_handler(printer: LogPrinter | None) -> Any:
 
 def shutdown() -> None:
     """Disconnect, and stop the node and every process this driver started."""
-    global _client, _driver
+    global _client, _driver, _dashboard
     with _lock:
         driver, client = _driver, _client
         if driver is None:
             return
         _driver = _client = None
+        if _dashboard is not None:
+            _dashboard.stop()
+            _dashboard = None
         if _forked_from is not None:
             return  # the node belongs to the parent process: leave it alone
         if isinstance(driver, _LocalDriver):
