@@ -100,7 +100,7 @@ def validate_actor_options(options: dict[str, Any], where: str) -> dict[str, Any
 def _methods_of(cls: type) -> tuple[dict[str, int], bool]:
     """Each public method's num_returns, and whether the class is async."""
     methods: dict[str, int] = {}
-    is_async = False
+    is_async = inspect.iscoroutinefunction(cls.__dict__.get("__init__"))
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name.endswith("__"):
             continue

@@ -249,7 +249,11 @@ class LocalClient:
         cls = self._functions[spec.function_id]
         try:
             args, kwargs = self._arguments(spec.args, spec.deps)
-            actor.instance = cls(*args, **kwargs)
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                actor.instance = cls.__new__(cls)
+                _run_coroutine(actor.instance.__init__(*args, **kwargs), actor)
+            else:
+                actor.instance = cls(*args, **kwargs)
         except BaseException as e:  # noqa: B036
             error = _wrap(f"{spec.class_name}.__init__", e)
             actor.death = ActorDiedError(f"the actor {spec.class_name} died in __init__: {error}")

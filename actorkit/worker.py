@@ -96,6 +96,7 @@ class TaskExecutor:
         self.actor_id: bytes | None = None
         self.actor_name: str | None = None
         self.actor_methods: dict[str, int] = {}
+        self.actor_loop: asyncio.AbstractEventLoop | None = None  # made early by an async __init__
         self.instance: Any = None
         self.serial_actor = False
         self.self_calls: set[bytes] = set()  # results of calls this serial actor made to itself
@@ -344,7 +345,14 @@ class TaskExecutor:
             runtime_env.enter(spec.runtime_env, self.fetch_package)  # for the actor's whole life
             cls = self.load(spec.function_id, class_bytes)
             args, kwargs = self._arguments(spec, deps)
-            self.instance = cls(*args, **kwargs)
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                # async def __init__: awaited on the loop the actor's calls will run on,
+                # so that tasks and primitives it makes stay usable.
+                self.instance = cls.__new__(cls)
+                self.actor_loop = asyncio.new_event_loop()
+                self.actor_loop.run_until_complete(self.instance.__init__(*args, **kwargs))
+            else:
+                self.instance = cls(*args, **kwargs)
         except BaseException as e:  # noqa: B036
             error = self.wrap_error(f"{spec.class_name}.__init__", e).as_instanceof_cause()
             death = ActorDiedError(
@@ -662,4 +670,10 @@ def _serve_async_actor(executor: TaskExecutor, inbox: Mailbox, max_concurrency: 
             task = running[task_id] = loop.create_task(run_one(message))
             task.add_done_callback(lambda _t, task_id=task_id: running.pop(task_id, None))
 
-    asyncio.run(serve())
+    loop = executor.actor_loop or asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -66,3 +66,26 @@ def test_remote_with_empty_parentheses_is_refused():
         @ray.remote()
         def f():
             return 1
+
+
+@ray.remote
+class Warmed:
+    async def __init__(self, delay):
+        import asyncio
+
+        self.ready = asyncio.Event()
+        self.background = asyncio.get_running_loop().create_task(self._warm(delay))
+
+    async def _warm(self, delay):
+        self.value = delay * 2
+        self.ready.set()
+
+    async def value_when_ready(self):
+        await self.ready.wait()  # made in __init__: same loop as the calls
+        return self.value
+
+
+def test_async_init(ray_start_shared):
+    warmed = Warmed.remote(21)
+    assert ray.get(warmed.value_when_ready.remote(), timeout=30) == 42
+    ray.kill(warmed)
