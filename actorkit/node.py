@@ -46,7 +46,7 @@ from .exceptions import (
 )
 from . import node_state
 from .members import Members, NodeRecord, RemoteProcess
-from .node_process import NodeConfig, spawn_worker
+from .node_process import NodeConfig, release_pipes, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
@@ -1111,6 +1111,7 @@ class Node:
         # The sentinel closes as the process exits, a moment before it can be
         # reaped: wait that moment, to report how it died.
         process.join(1.0)
+        release_pipes(process)  # reaped: its pipes are of no more use (the GC would close them late)
         self.workers.pop(worker.worker_id, None)
         if worker.client is not None:
             # What it wrote before dying (a DONE, say) still counts.
