@@ -20,6 +20,7 @@ __all__ = [
     "GetTimeoutError",
     "TaskCancelledError",
     "ObjectLostError",
+    "ObjectStoreFullError",
     "WorkerCrashedError",
     "SerializationError",
     "NodeDiedError",
@@ -159,6 +160,16 @@ class TaskCancelledError(ActorkitError):
 
 class ObjectLostError(ActorkitError):
     """The object's value is gone: every copy was lost and it cannot be rebuilt."""
+
+
+class ObjectStoreFullError(ActorkitError):
+    """The object store is at capacity and cannot spill to disk to make room.
+
+    Raised by ``put()`` (or by a task whose result cannot be stored) when the
+    spill directory cannot be created or written, e.g. a full disk.  Objects
+    already stored stay readable; freeing some (dropping their refs) or fixing
+    the spill directory makes room again.
+    """
 
 
 class WorkerCrashedError(ActorkitError):

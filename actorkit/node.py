@@ -46,7 +46,7 @@ from .exceptions import (
 )
 from . import node_state
 from .members import Members, NodeRecord, RemoteProcess
-from .node_process import NodeConfig, spawn_worker
+from .node_process import NodeConfig, release_pipes, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
 from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
@@ -400,13 +400,19 @@ class Node:
     def _loop(self) -> None:
         try:
             while not self._stopping:
-                for key, mask in self._selector.select(self._timeout()):
-                    key.data(mask)
-                self.members.check_liveness()
-                if self._schedule_needed:
-                    self._schedule()
-                self._retire_idle_workers()
-                self._flush()
+                try:
+                    for key, mask in self._selector.select(self._timeout()):
+                        key.data(mask)
+                    self.members.check_liveness()
+                    if self._schedule_needed:
+                        self._schedule()
+                    self._retire_idle_workers()
+                    self._flush()
+                except Exception:
+                    # A bug in one handler must not stop the node for every client:
+                    # say where, and go on (the selector reports unhandled events again).
+                    print("actorkit node: an event handler failed; the node goes on:", file=sys.stderr)
+                    traceback.print_exc()
         except BaseException:
             traceback.print_exc()
             self._stopping = True
@@ -438,11 +444,31 @@ class Node:
             except P.ChannelClosed:
                 self._disconnect(client)
                 return
+            except Exception as e:  # a frame that does not unpickle to a list of messages
+                self._drop_client(client, f"it sent a malformed frame ({type(e).__name__}: {e})")
+                return
             handlers = self._handlers
-            for message in messages:
-                handlers[message[0]](client, message)
+            try:
+                for message in messages:
+                    handlers[message[0]](client, message)
+            except Exception as e:
+                # An unknown kind, a message of the wrong shape, or a handler's own
+                # failure: it costs this connection, never the node and its other clients.
+                if not isinstance(message, tuple) or not message or message[0] not in handlers:
+                    self._drop_client(client, f"it sent a message of no known kind: {message!r:.200}")
+                else:
+                    self._drop_client(client, f"its message {message!r:.200} failed: {type(e).__name__}: {e}", True)
+                return
         if mask & selectors.EVENT_WRITE and not client.closed:
             self._dirty.add(client)
+
+    def _drop_client(self, client: ClientState, reason: str, show_traceback: bool = False) -> None:
+        """Close a connection whose peer sent what the node cannot handle, saying why."""
+        print(f"actorkit node: closing the connection of {client.role} pid {client.pid}: {reason}", file=sys.stderr)
+        if show_traceback:
+            traceback.print_exc()  # the message looked right: where it failed may be the node's bug
+        sys.stderr.flush()
+        self._disconnect(client)
 
     def _send(self, client: ClientState, message: tuple[Any, ...]) -> None:
         if not client.closed:
@@ -1085,6 +1111,7 @@ class Node:
         # The sentinel closes as the process exits, a moment before it can be
         # reaped: wait that moment, to report how it died.
         process.join(1.0)
+        release_pipes(process)  # reaped: its pipes are of no more use (the GC would close them late)
         self.workers.pop(worker.worker_id, None)
         if worker.client is not None:
             # What it wrote before dying (a DONE, say) still counts.

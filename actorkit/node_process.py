@@ -114,6 +114,23 @@ def spawn_worker(config: NodeConfig, worker_id: int, head_address: Any = None, t
     return process
 
 
+def release_pipes(process: Any) -> None:
+    """Close the two pipes multiprocessing keeps to a worker that has been reaped.
+
+    They are its sentinel and the pipe its start-up data went through.
+    multiprocessing closes them only in ``Process.close()``, after which
+    ``pid`` and ``exitcode`` can no longer be read (the node still reports
+    them), or when the object is collected, which reference cycles delay
+    for many collections: a burst of worker deaths left hundreds open.
+    Its finalizer closes them once, so this is safe to call again, and
+    ``join``, ``is_alive`` and ``kill`` keep working on a reaped process.
+    """
+    popen = getattr(process, "_popen", None)
+    finalizer = getattr(popen, "finalizer", None)
+    if finalizer is not None and popen.returncode is not None:
+        finalizer()
+
+
 def _run_worker(*args: Any) -> None:
     from .worker import WorkerArgs, main
 

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from . import shm
+from .exceptions import ObjectStoreFullError
 from .payload import Payload
 
 POOL_MIN_SIZE = 1 << 20  # smaller segments are cheap to create: not worth a round trip
@@ -47,6 +48,7 @@ class ObjectStore:
         # object id -> (segment size, segment name), least recently used first
         self._resident: OrderedDict[bytes, tuple[int, str]] = OrderedDict()
         self._spilled: dict[bytes, str] = {}  # object id -> spill file
+        self.spill_error: OSError | None = None  # why the last spill failed; None once one works
         self.stats = {"recycled": 0, "spilled": 0, "restored": 0, "spilled_bytes": 0}
 
     def __repr__(self) -> str:
@@ -58,11 +60,16 @@ class ObjectStore:
     # ------------------------------------------------------------ segments
 
     def allocate(self, size: int) -> tuple[str, int] | None:
-        """A pooled segment of at least ``size`` bytes (and not much more), or None."""
+        """A pooled segment of at least ``size`` bytes (and not much more), or None.
+
+        None means the writer makes a new segment: room for it is made first,
+        and ObjectStoreFullError raised when spilling cannot make it.
+        """
         if size < POOL_MIN_SIZE:
             return None
         i = bisect.bisect_left(self._pool, (size, ""))
         if i == len(self._pool) or self._pool[i][0] > 2 * size:
+            self._admit(size)
             return None
         capacity, name = self._pool.pop(i)
         self.used -= capacity  # counted again when the object that fills it arrives
@@ -121,18 +128,40 @@ class ObjectStore:
 
     # ------------------------------------------------------------- capacity
 
-    def make_room(self, protect: frozenset[bytes] | set[bytes] = frozenset()) -> None:
-        """Bring use under capacity: empty the pool, then spill the least recently used.
+    def _admit(self, size: int) -> None:
+        """Make room for a new segment of ``size`` bytes, or raise ObjectStoreFullError.
 
-        Objects in ``protect`` (about to be handed out) and the newest one stay.
+        Refused only when a spill failed: without a working disk the store would
+        otherwise grow past capacity with every put until memory runs out.
         """
-        while self.used > self.capacity and self._pool:
+        if self.used + size <= self.capacity:
+            return
+        self.spill_error = None
+        self.make_room(incoming=size)
+        if self.used + size > self.capacity and self.spill_error is not None:
+            raise ObjectStoreFullError(
+                f"the object store is full: {self.used:,} of {self.capacity:,} bytes are in use and "
+                f"an object of {size:,} bytes does not fit, because spilling to {self.spill_dir} "
+                f"failed ({self.spill_error}). Drop refs to objects you no longer need, or make "
+                f"the spill directory writable (free disk space)."
+            )
+
+    def make_room(self, protect: frozenset[bytes] | set[bytes] = frozenset(), incoming: int = 0) -> None:
+        """Bring use under capacity (less ``incoming`` bytes about to be written):
+        empty the pool, then spill the least recently used.
+
+        Objects in ``protect`` (about to be handed out) stay, and so does the
+        newest one unless room is made for an incoming object (which is then newer).
+        """
+        target = self.capacity - incoming
+        while self.used > target and self._pool:
             size, name = self._pool.pop()
             self.used -= size
             shm.unlink(name)
-        candidates = [o for o in list(self._resident)[:-1] if o not in protect]
+        resident = list(self._resident) if incoming else list(self._resident)[:-1]
+        candidates = [o for o in resident if o not in protect]
         for object_id in candidates:
-            if self.used <= self.capacity or not self._spill(object_id):
+            if self.used <= target or not self._spill(object_id):
                 break
 
     def is_spilled(self, object_id: bytes) -> bool:
@@ -141,20 +170,28 @@ class ObjectStore:
     def _spill(self, object_id: bytes) -> bool:
         """Copy the object's segment to a file and remove the segment."""
         size, segment = self._resident.pop(object_id)
-        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self.spill_dir, segment)
         try:
+            # Inside the try: a spill directory that cannot be made (a file in its
+            # place, no inodes) is a failed spill, not the end of the node.
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "wb") as out, _mapped(segment, size) as data:
                 out.write(data)
-        except OSError:
-            # The disk is full or failing: keep the object in memory, over capacity.
-            _unlink(path)
+        except OSError as e:
+            # The disk is full or failing: keep the object in memory, over capacity
+            # for now; _admit refuses new segments while this lasts.
+            self.spill_error = e
+            try:
+                _unlink(path)
+            except OSError:
+                pass  # the directory itself is unusable: there is no file to remove
             self._resident[object_id] = (size, segment)
             self._resident.move_to_end(object_id, last=False)
             return False
         shm.unlink(segment)
         self.used -= size
+        self.spill_error = None
         self._spilled[object_id] = path
         self.stats["spilled"] += 1
         self.stats["spilled_bytes"] += size

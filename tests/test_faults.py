@@ -67,6 +67,36 @@ def test_out_of_retries_raises_worker_crashed_naming_the_task(ray_start_shared):
     assert ray.get(attempts.next.remote("k")) == 3  # 2 attempts
 
 
+@ray.remote(max_retries=0)
+def exit_hard():
+    os._exit(1)
+
+
+@ray.remote
+def pid_of_worker():
+    return os.getpid()
+
+
+def test_dead_workers_leave_no_open_pipes_in_the_node(shutdown_only):
+    ray.init(num_cpus=1)
+    from actorkit import runtime
+
+    fds = f"/proc/{runtime.current_client().request('info')['pid']}/fd"
+    ray.get(pid_of_worker.remote())  # a worker is up: the steady state
+    start = len(os.listdir(fds))
+    counts = []
+    for _ in range(30):
+        with pytest.raises(exceptions.WorkerCrashedError):
+            ray.get(exit_hard.remote(), timeout=60)
+        counts.append(len(os.listdir(fds)))
+    ray.get(pid_of_worker.remote())
+    counts.append(len(os.listdir(fds)))
+    # Each dead worker's two pipes are closed when it is reaped, not by some later
+    # garbage collection (which let them pile up by two per death); the slack is a
+    # replacement worker starting.
+    assert max(counts) <= start + 6, f"node fds: {start} at the start, then {counts}"
+
+
 @ray.remote(max_retries=2, retry_exceptions=True)
 def fails_twice(attempts, key):
     if ray.get(attempts.next.remote(key)) <= 2:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 
 import cloudpickle
 import numpy as np
@@ -186,6 +187,50 @@ def test_object_larger_than_the_store_is_refused_at_put(shutdown_only):
     with pytest.raises(ValueError, match="object store holds"):
         ray.put(np.zeros(32 << 20, dtype=np.uint8))
     assert ray.get(ray.put(1)) == 1  # the store still works
+
+
+def _fill_until_full(sizes_mib: list[int]) -> tuple[list, list[str]]:
+    """Put arrays of these sizes; their refs and their digests."""
+    rng = np.random.default_rng(1)
+    arrays = [rng.random((n << 20) // 8) for n in sizes_mib]
+    return [ray.put(a) for a in arrays], [hashlib.sha256(a.tobytes()).hexdigest() for a in arrays]
+
+
+def _assert_full_then_still_serving(refs: list, digests: list[str]) -> None:
+    """The put that cannot fit fails fast and typed; nothing stored is lost; the node runs on."""
+    start = time.monotonic()
+    with pytest.raises(exceptions.ObjectStoreFullError, match="spilling to .* failed"):
+        ray.put(np.ones((7 << 20) // 8))
+    assert time.monotonic() - start < 1.0
+    for ref, digest in zip(refs, digests):
+        assert hashlib.sha256(ray.get(ref).tobytes()).hexdigest() == digest
+    assert ray.get(array_sum.remote(refs[0])) > 0
+    assert ray.get(identity.remote(41)) == 41
+    assert node_stats()["store_used"] <= 16 << 20  # refused, not grown past capacity
+    with pytest.raises(exceptions.ObjectStoreFullError):
+        ray.put(np.ones((7 << 20) // 8))  # still refused, still no crash
+
+
+def test_a_file_where_the_spill_directory_goes_refuses_the_put_and_loses_nothing(shutdown_only):
+    ray.init(num_cpus=1, object_store_memory=16 << 20)
+    session_dir = runtime._driver.session_dir  # type: ignore[union-attr]
+    with open(os.path.join(session_dir, "spill"), "w") as f:
+        f.write("not a directory")
+    refs, digests = _fill_until_full([5, 5])
+    _assert_full_then_still_serving(refs, digests)
+
+
+def test_a_full_disk_refuses_the_put_and_loses_nothing(shutdown_only):
+    ray.init(num_cpus=1, object_store_memory=16 << 20)
+    spill_dir = os.path.join(runtime._driver.session_dir, "spill")  # type: ignore[union-attr]
+    os.makedirs(spill_dir, mode=0o700)
+    before = set(segments())
+    refs, digests = _fill_until_full([5, 5])
+    node_stats()  # the node has both objects
+    # Every spill file of these objects is /dev/full: writes fail with ENOSPC, even as root.
+    for name in set(segments()) - before:
+        os.symlink("/dev/full", os.path.join(spill_dir, name))
+    _assert_full_then_still_serving(refs, digests)
 
 
 def test_shutdown_removes_spill_files(shutdown_only):

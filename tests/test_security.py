@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import select
 import socket
 import struct
@@ -80,3 +81,47 @@ def test_oversized_frame_is_refused_before_it_is_read(shutdown_only):
     assert sock.recv(1) == b""  # the node hung up
     sock.close()
     assert ray.get(add.remote(4, 4)) == 8
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack("!I", len(body)) + body
+
+
+_BAD_FRAMES = {
+    "unknown message kind": _frame(pickle.dumps([(999, "what is this")])),
+    "frame not a list": _frame(pickle.dumps(42)),
+    "frame of strings": _frame(pickle.dumps("abc")),
+    "empty message": _frame(pickle.dumps([()])),
+    "message of the wrong shape": _frame(pickle.dumps([(protocol.SUBSCRIBE,)])),
+    "wrong argument type": _frame(pickle.dumps([(protocol.DECREF, 5)])),
+    "truncated pickle": _frame(pickle.dumps([(protocol.SUBSCRIBE, [b"x" * 20])])[:-6]),
+}
+
+
+def _hang_up_on(frame: bytes) -> None:
+    """Send one frame with the session key; the node must close that connection."""
+    key = runtime._driver.manager._authkey  # type: ignore[union-attr]
+    sock = protocol.connect(data_address(), bytes(key))
+    try:
+        sock.sendall(frame)
+        sock.settimeout(10)
+        assert sock.recv(1) == b""  # the node hung up on this client only
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("kind", list(_BAD_FRAMES))
+def test_a_malformed_frame_costs_its_connection_not_the_node(ray_start_shared, kind):
+    _hang_up_on(_BAD_FRAMES[kind])
+    assert ray.get(add.remote(2, 3)) == 5  # the shared driver goes on
+    assert ray.get(ray.put("still here")) == "still here"
+
+
+def test_the_node_says_why_it_closed_a_connection(shutdown_only, capfd):
+    ray.init(num_cpus=1)  # started here, so the node's stderr is captured
+    _hang_up_on(_BAD_FRAMES["unknown message kind"])
+    _hang_up_on(_BAD_FRAMES["truncated pickle"])
+    err = capfd.readouterr().err
+    assert "closing the connection" in err and "no known kind" in err and "999" in err
+    assert "malformed frame" in err
+    assert ray.get(add.remote(1, 1)) == 2
