@@ -81,6 +81,12 @@ LEASE_MAX_DEPTH = 16
 # takes (a worker reads them only once it is free), so that this thread is
 # never left blocked in a send.
 LEASE_MAX_INLINE = 1 << 16
+# A get()/wait() without a timeout that has waited PROBE_AFTER_S asks the node
+# for a sign of life (a "sync" request); with no answer within PROBE_TIMEOUT_S
+# the node is reported dead (stopped, hung) instead of the caller waiting
+# forever.  Nothing of this runs unless a caller has waited that long.
+PROBE_AFTER_S = float(os.environ.get("ACTORKIT_NODE_PROBE_AFTER_S", "") or 10.0)
+PROBE_TIMEOUT_S = float(os.environ.get("ACTORKIT_NODE_PROBE_TIMEOUT_S", "") or 20.0)
 
 
 class _Reply:
@@ -263,6 +269,7 @@ class Client:
         self._counter = itertools.count(1)
         self._failure: BaseException | None = None
         self.closed = False
+        self.node_address: Any = None  # where the node was reached, for errors (set by whoever connected)
         # Set by a worker while a task runs, so that a blocking get() lends its CPUs.
         self.in_task = False
         self.task_blocked = False  # set when that task waited in get(): see TaskExecutor._send_result
@@ -276,6 +283,11 @@ class Client:
         self.node_connection = (self._hub, self._node)  # for a worker's mailbox to borrow
         self._flusher = threading.Thread(target=self._flush_loop, name="actorkit-ref-flusher", daemon=True)
         self._flusher.start()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why this client lost its node (NodeDiedError), or None while it has it."""
+        return self._failure
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "connected"
@@ -466,7 +478,8 @@ class Client:
 
     def _on_node_lost(self, _link: Link) -> None:
         if not self.closed:
-            self._fail(NodeDiedError("the node server closed the connection"))
+            where = f" at {P.describe(self.node_address)}" if self.node_address is not None else ""
+            self._fail(NodeDiedError(f"the actorkit node server{where} closed the connection: it died or was stopped"))
 
     def _on_ready(self, object_id: bytes, payload: Payload) -> None:
         answered = None
@@ -1281,9 +1294,12 @@ class Client:
             self.send((P.BLOCKED,))
         try:
             link = self._link_of(missing)
-            if link is not None:
-                timeout = self._read_link(link, waiter, timeout)
-            waiter.event.wait(timeout)
+            if timeout is None:
+                self._wait_probing(waiter, link)
+            else:
+                if link is not None:
+                    timeout = self._read_link(link, waiter, timeout)
+                waiter.event.wait(timeout)
         finally:
             try:
                 if resume is not None:
@@ -1291,6 +1307,56 @@ class Client:
             finally:
                 if lent:
                     self.send((P.UNBLOCKED,))
+
+    def _wait_probing(self, waiter: _Waiter, link: Link | Loopback | None) -> None:
+        """Wait for ``waiter`` without a deadline, but not for a node that stopped answering.
+
+        Every PROBE_AFTER_S of waiting, ask the node to answer ("sync"); no
+        answer within PROBE_TIMEOUT_S fails this client with NodeDiedError
+        (which wakes every waiter).  A node that answers may take as long as
+        its tasks need.
+        """
+        probe: _Reply | None = None
+        probe_deadline = 0.0
+        while not waiter.event.is_set() and self._failure is None:
+            if probe is None:
+                wait = PROBE_AFTER_S
+            else:
+                wait = max(0.0, min(probe_deadline - time.monotonic(), PROBE_AFTER_S))
+            if link is not None:
+                left = self._read_link(link, waiter, wait)
+                if left:
+                    waiter.event.wait(left)
+            else:
+                waiter.event.wait(wait)
+            if waiter.event.is_set() or self._failure is not None:
+                return
+            if probe is not None and probe.event.is_set():
+                probe = None  # it answered: it lives
+            if probe is None:
+                probe = self._start_probe()
+                probe_deadline = time.monotonic() + PROBE_TIMEOUT_S
+            elif time.monotonic() >= probe_deadline:
+                self._fail(NodeDiedError(self._stopped_answering()))
+                return
+
+    def _start_probe(self) -> _Reply:
+        """Send a "sync" request; its reply's event is set when the node answers."""
+        request_id = next(self._request_ids)
+        reply = _Reply()
+        with self._lock:
+            self._replies[request_id] = reply
+        self._send([(P.REQUEST, request_id, "sync", ())])
+        return reply
+
+    def _stopped_answering(self) -> str:
+        where = f" at {P.describe(self.node_address)}" if self.node_address is not None else ""
+        return (
+            f"the actorkit node{where} stopped answering: get()/wait() had waited {PROBE_AFTER_S:g} s and "
+            f"the node did not answer a ping within {PROBE_TIMEOUT_S:g} s (is its process stopped, e.g. "
+            f"by SIGSTOP, or hung?). Call actorkit.shutdown() and init() again; "
+            f"ACTORKIT_NODE_PROBE_AFTER_S and ACTORKIT_NODE_PROBE_TIMEOUT_S set these limits"
+        )
 
     def _link_of(self, object_ids: list[bytes]) -> Link | Loopback | None:
         """The one connection all of ``object_ids`` are to come on: a direct link, or the node's."""

@@ -163,7 +163,8 @@ def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[st
     """Whether ``address`` is a member node's: then the head's address and the member."""
     from . import protocol as P
 
-    channel = P.Channel(P.connect(address, authkey))
+    # A node that completes the handshake and then stops answering is a TimeoutError.
+    channel = P.Channel(P.connect(address, authkey), timeout=P.CONNECT_TIMEOUT_S)
     try:
         info = P.call(channel, "info")
     finally:

@@ -6,10 +6,14 @@ cluster's key (``multiprocessing.connection.deliver_challenge`` and
 before a single byte from it is unpickled.  ``multiprocessing.connection.Listener``
 does that handshake inside ``accept()``, one connection at a time, so one
 peer that never answers would stall every other.  Here each handshake runs
-on a thread of its own, must finish within ``HANDSHAKE_TIMEOUT_S``, and at
-most ``MAX_PENDING_HANDSHAKES`` run at once; more unauthenticated
-connections are closed at once.  That bounds the threads and descriptors a
-flood of idle connections can take.
+on a thread of its own, must finish within ``HANDSHAKE_TIMEOUT_S`` (a peer
+that does not is cut off, so a flood of idle connections drains), and at
+most ``MAX_PENDING_HANDSHAKES`` run at once *per listening socket*; more
+unauthenticated connections to that socket are closed at once.  That bounds
+the threads and descriptors a flood of idle connections can take, and a
+flood on the TCP port never delays the node's own workers, which connect on
+its unix socket (a client that is turned away retries until its own
+deadline: see ``protocol.connect``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 from .protocol import shut
 
-HANDSHAKE_TIMEOUT_S = 5.0
-MAX_PENDING_HANDSHAKES = 16
+# Overridable for tests through the environment of the node's process.
+HANDSHAKE_TIMEOUT_S = float(os.environ.get("ACTORKIT_HANDSHAKE_TIMEOUT_S", "") or 5.0)
+MAX_PENDING_HANDSHAKES = 16  # per listening socket
 
 
 class Gate:
@@ -32,7 +37,6 @@ class Gate:
 
     def __init__(self, addresses: list[Any], authkey: bytes) -> None:
         self._authkey = authkey
-        self._pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
         self._closed = False
         self._unix_paths: list[str] = []
         self._sockets: list[socket.socket] = [self._listen(address) for address in addresses]
@@ -64,6 +68,9 @@ class Gate:
             ).start()
 
     def _accept_loop(self, listening: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+        # Each listener its own cap: strangers on the TCP port cannot take the
+        # places of the node's workers on its unix socket.
+        pending = threading.BoundedSemaphore(MAX_PENDING_HANDSHAKES)
         while not self._closed:
             try:
                 sock, _ = listening.accept()
@@ -71,15 +78,17 @@ class Gate:
                 if self._closed:
                     return
                 continue
-            if not self._pending.acquire(blocking=False):
+            if not pending.acquire(blocking=False):
                 self.stats["dropped"] += 1
                 sock.close()  # too many unauthenticated connections already
                 continue
             threading.Thread(
-                target=self._handshake, args=(sock, on_connection), name="actorkit-handshake", daemon=True
+                target=self._handshake, args=(sock, on_connection, pending), name="actorkit-handshake", daemon=True
             ).start()
 
-    def _handshake(self, sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+    def _handshake(
+        self, sock: socket.socket, on_connection: Callable[[socket.socket], None], pending: threading.BoundedSemaphore
+    ) -> None:
         sock.setblocking(True)
         # A peer that does not finish in time is cut off: its reads fail at once.
         deadline = threading.Timer(HANDSHAKE_TIMEOUT_S, shut, (sock,))
@@ -95,7 +104,7 @@ class Gate:
         finally:
             deadline.cancel()
             conn.close()
-            self._pending.release()
+            pending.release()
         self.stats["accepted"] += 1
         on_connection(sock)
 

@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Connection
 from typing import Any
 
 _HEADER = struct.Struct("!I")
@@ -94,10 +94,99 @@ class ChannelClosed(ConnectionError):
     """The peer closed the connection."""
 
 
-def connect(address: str, authkey: bytes) -> socket.socket:
-    """Open an authenticated connection to a node's data listener."""
-    conn: Connection = Client(address, authkey=authkey)
-    return detach(conn)
+# How long connecting and the HMAC handshake may take before connect() gives
+# up naming the address (a port that accepts and never speaks, a stopped node).
+# Longer than the node's own handshake deadline (gate.HANDSHAKE_TIMEOUT_S), so
+# that a client turned away during a flood of idle connections gets in once
+# the node has cut them off.
+CONNECT_TIMEOUT_S = float(os.environ.get("ACTORKIT_CONNECT_TIMEOUT_S", "") or 15.0)
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 0.5
+
+
+def describe(address: Any) -> str:
+    """``address`` as people write it: HOST:PORT, or the unix socket's path."""
+    if isinstance(address, (tuple, list)):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def connect(address: Any, authkey: bytes, timeout: float | None = None) -> socket.socket:
+    """Open an authenticated connection to a node's data listener.
+
+    Connecting and the handshake must finish within ``timeout`` (default
+    ``CONNECT_TIMEOUT_S``): else TimeoutError naming the address.  A listener
+    that closes the connection before the handshake ends (it is full of
+    pending handshakes) is tried again, with growing pauses, until then; its
+    last refusal is a ConnectionError naming the address.  A wrong key is an
+    ``AuthenticationError`` at once.
+    """
+    import time
+
+    budget = CONNECT_TIMEOUT_S if timeout is None else timeout
+    deadline = time.monotonic() + budget
+    pause = _RETRY_FIRST_S
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"could not connect to the actorkit node at {describe(address)} within {budget:g} s: "
+                f"it accepted no connection or did not answer the handshake (is it stopped or overloaded? "
+                f"is something else listening there?); ACTORKIT_CONNECT_TIMEOUT_S sets this limit"
+            )
+        try:
+            return _connect_once(address, authkey, left)
+        except TimeoutError:
+            continue  # reported above, with the address
+        except (EOFError, ConnectionResetError, BrokenPipeError) as e:
+            # Turned away before the handshake ended: most likely too many
+            # pending handshakes there right now. Try again until the deadline.
+            if deadline - time.monotonic() <= pause:
+                raise ConnectionError(
+                    f"the actorkit node at {describe(address)} kept closing the connection during the "
+                    f"handshake for {budget:g} s ({type(e).__name__}): it may have too many pending "
+                    f"connections, or it is not an actorkit node; try again later"
+                ) from None
+            time.sleep(pause)  # connecting only, never on a task's path
+            pause = min(pause * 2, _RETRY_MAX_S)
+
+
+def _connect_once(address: Any, authkey: bytes, timeout: float) -> socket.socket:
+    from multiprocessing.connection import answer_challenge, deliver_challenge
+
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(tuple(address), timeout=timeout)
+    try:
+        # multiprocessing's Connection reads and writes the descriptor itself:
+        # a blocking one whose reads and writes time out (EAGAIN) in the kernel.
+        sock.settimeout(None)
+        seconds = max(timeout, 0.001)
+        timeval = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        conn = Connection(os.dup(sock.fileno()))
+        try:
+            answer_challenge(conn, authkey)
+            deliver_challenge(conn, authkey)
+        except BlockingIOError:
+            raise TimeoutError("handshake timed out") from None
+        finally:
+            conn.close()
+        no_timeout = struct.pack("ll", 0, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, no_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, no_timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def detach(conn: Connection) -> socket.socket:

@@ -165,8 +165,13 @@ def namespace() -> str:
 
 
 def is_initialized() -> bool:
-    """Whether this process is connected to a node (a driver after ``init()``, or a worker)."""
-    return _forked_from is None and _client is not None and not _client.closed
+    """Whether this process is connected to a live node (a driver after ``init()``, or a worker).
+
+    False once the node died or stopped answering: then ``init()`` starts or
+    joins another (and first cleans up after the dead one).
+    """
+    client = _client
+    return _forked_from is None and client is not None and not client.closed and getattr(client, "failure", None) is None
 
 
 def init(
@@ -207,6 +212,8 @@ def init(
                 "by passing in 'ignore_reinit_error=True' or by calling 'actorkit.shutdown()' "
                 "prior to 'actorkit.init()'."
             )
+        if _driver is not None and _client is not None and getattr(_client, "failure", None) is not None:
+            shutdown()  # the node died: let go of it before starting or joining another
         runtime_env_module.set_job_env(runtime_env)  # checked before a node starts
         if address is not None and not isinstance(address, str):
             raise TypeError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
@@ -438,6 +445,7 @@ def _connect_driver(
     """Connect this process to the node at ``address`` as a driver."""
     from . import protocol as P
     from .client import Client
+    from .exceptions import GetTimeoutError
     from .logs import LogPrinter
 
     printer = LogPrinter() if log_to_driver else None
@@ -454,7 +462,18 @@ def _connect_driver(
         transfer_address=(member or {}).get("transfer_address"),
         on_message=_driver_message_handler(printer),
     )
-    info = client.request("info")
+    client.node_address = address
+    try:
+        info = client.request("info", timeout=P.CONNECT_TIMEOUT_S)
+    except BaseException as e:
+        client.close()
+        if isinstance(e, GetTimeoutError):
+            raise TimeoutError(
+                f"the actorkit node at {P.describe(address)} accepted this driver but did not answer "
+                f"within {P.CONNECT_TIMEOUT_S:g} s (is it stopped or hung?); "
+                f"ACTORKIT_CONNECT_TIMEOUT_S sets this limit"
+            ) from None
+        raise
     # On a member node's machine, this driver's objects are that member's to serve.
     client.session = (member or {}).get("session") or info["session"]
     client.store_capacity = info["object_store_memory"]
@@ -572,7 +591,12 @@ def shutdown() -> None:
         if isinstance(driver, _LocalDriver):
             client.close()
             return
-        if driver.owns_node:
+        dead = client is not None and getattr(client, "failure", None) is not None
+        if driver.owns_node and dead:
+            # It died or stopped answering: asking it to stop could wait forever
+            # (a stopped process never answers). It is this driver's child: end it.
+            _kill_node(driver)
+        elif driver.owns_node:
             try:
                 driver.control.stop()
             except Exception:
@@ -602,6 +626,25 @@ def _stop_node_process(manager: NodeManager, session: str, session_dir: str) -> 
         # A node that was killed could not remove its segments: they are ours to remove.
         shm.unlink_session(session)
     shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def _kill_node(driver: Driver) -> None:
+    """End the node process this driver started, and what it left in shared memory.
+
+    Its workers exit by themselves once its connections close.
+    """
+    import signal
+
+    from . import shm
+
+    process = getattr(driver.manager, "_process", None)
+    if process is not None and process.is_alive():
+        try:
+            os.kill(process.pid, signal.SIGKILL)  # works on a stopped process too
+        except ProcessLookupError:
+            pass
+        process.join(10)
+    shm.unlink_session(driver.node_info["session"])
 
 
 atexit.register(shutdown)
