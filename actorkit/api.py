@@ -156,9 +156,10 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     if isinstance(object_refs, list):
         for ref in object_refs:
             if not isinstance(ref, ObjectRef):
-                raise ValueError(
-                    f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; the list "
-                    f"given to get() holds {type(ref).__name__} {ref!r:.60}"
+                # TypeError here, ValueError for a non-list: what Ray raises in each case.
+                raise TypeError(
+                    f"Attempting to call `get` on the value {ref!r:.60}, which is not an ObjectRef: "
+                    f"'object_refs' must either be an ObjectRef or a list of ObjectRefs"
                 )
         client = runtime.current_client()
         for ref in object_refs:

@@ -146,6 +146,23 @@ def _idle_for(task: TaskRecord, idle: list[WorkerState]) -> WorkerState | None:
     return None  # a fresh one starts (see _grow_pool)
 
 
+def _ready_calls(queue: deque[TaskRecord]) -> deque[TaskRecord]:
+    """Take out of ``queue`` (in order) the calls that may go now: their arguments are
+    ready and no earlier call of the same caller still waits for its own."""
+    waiting: set[ClientState] = set()
+    ready: deque[TaskRecord] = deque()
+    kept: deque[TaskRecord] = deque()
+    for task in queue:
+        if task.unresolved or task.owner in waiting:
+            waiting.add(task.owner)
+            kept.append(task)
+        else:
+            ready.append(task)
+    queue.clear()
+    queue.extend(kept)
+    return ready
+
+
 def _forever(n: int) -> int:
     return 1 << 30 if n == -1 else n
 
@@ -1368,31 +1385,41 @@ class Node:
         self._pump_actor(actor)
 
     def _pump_actor(self, actor: ActorState | None) -> None:
-        """Send the actor its calls in order, as far as their arguments are ready."""
+        """Send the actor its calls whose arguments are ready, each caller's in its order.
+
+        Order is kept per caller, as in Ray: a call waiting for its arguments holds
+        back its caller's later calls only, not the ready calls of other callers.
+        """
         if actor is None or actor.state != "ALIVE" or actor.worker is None or actor.worker.client is None:
             return
         if actor.exit_reason is not None:
             return  # its process is exiting: the calls wait for the restarted actor (or fail with it)
         queue = actor.queue
         while queue and queue[0].unresolved == 0:
-            task = queue.popleft()
-            spec = task.spec
-            deps = self._deps_of(spec)
-            failed = next((p for p in deps.values() if p is not None and p.is_error), None)
-            if failed is not None:
-                self._finish(task, [failed] * spec.num_returns)
-                continue
-            actor.inflight[spec.task_id] = task
-            task.started_at = time.monotonic()
-            task.pid = actor.worker.process.pid or 0
-            self._send(actor.worker.client, (P.EXECUTE, spec_to_wire(spec), None, _wire(deps), []))
-            owner = task.owner
-            if actor.direct_address is not None and owner not in actor.routed and not owner.closed:
-                # Its later calls may go straight to the process (see direct.py).
-                actor.routed.add(owner)
-                if owner is not actor.worker.client:
-                    address = (P.ACTOR_ROUTE, spec.actor_id, actor.direct_address, actor.worker.node.session)
-                    self._send(owner, address)
+            self._send_call(actor, queue.popleft())
+        if queue:  # the first waits for its arguments: other callers' ready calls go ahead
+            for task in _ready_calls(queue):
+                self._send_call(actor, task)
+
+    def _send_call(self, actor: ActorState, task: TaskRecord) -> None:
+        assert actor.worker is not None and actor.worker.client is not None
+        spec = task.spec
+        deps = self._deps_of(spec)
+        failed = next((p for p in deps.values() if p is not None and p.is_error), None)
+        if failed is not None:
+            self._finish(task, [failed] * spec.num_returns)
+            return
+        actor.inflight[spec.task_id] = task
+        task.started_at = time.monotonic()
+        task.pid = actor.worker.process.pid or 0
+        self._send(actor.worker.client, (P.EXECUTE, spec_to_wire(spec), None, _wire(deps), []))
+        owner = task.owner
+        if actor.direct_address is not None and owner not in actor.routed and not owner.closed:
+            # Its later calls may go straight to the process (see direct.py).
+            actor.routed.add(owner)
+            if owner is not actor.worker.client:
+                address = (P.ACTOR_ROUTE, spec.actor_id, actor.direct_address, actor.worker.node.session)
+                self._send(owner, address)
 
     def _on_actor_call_done(self, actor: ActorState, task_id: bytes, payloads: list[Payload]) -> None:
         task = actor.inflight.pop(task_id, None)

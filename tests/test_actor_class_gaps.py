@@ -89,3 +89,39 @@ def test_async_init(ray_start_shared):
     warmed = Warmed.remote(21)
     assert ray.get(warmed.value_when_ready.remote(), timeout=30) == 42
     ray.kill(warmed)
+
+
+@ray.remote
+class Desk:
+    def take(self, value):
+        return value
+
+
+@ray.remote
+def call_desk(desk, value):
+    # Another caller than the driver: its own order, independent of the driver's.
+    return ray.get(desk.take.remote(value))
+
+
+def test_a_ready_call_is_not_held_behind_another_callers_waiting_call(ray_start_shared):
+    from actorkit.util import SignalActor
+
+    # Both callers' first calls go through the node, which queues calls whose
+    # arguments are not ready (a caller's later calls go straight to the actor).
+    release = SignalActor.remote()
+    desk = Desk.remote()
+
+    @ray.remote(scheduling_strategy="SPREAD")
+    def slow_argument(signal):
+        ray.get(signal.wait.remote())
+        return "late"
+
+    waiting = desk.take.remote(slow_argument.remote(release))  # waits for its argument
+    # A call from another process, ready at once, runs while the driver's waits.
+    assert ray.get(call_desk.remote(desk, "other caller"), timeout=30) == "other caller"
+    ready, _ = ray.wait([waiting], timeout=0)
+    assert not ready
+    ray.get(release.send.remote())
+    assert ray.get(waiting, timeout=30) == "late"
+    ray.kill(desk)
+    ray.kill(release)

@@ -74,10 +74,15 @@ def test_builtins_are_not_checked(ray_start_shared):
     assert ray.get(ray.remote(max).remote(3, 9)) == 9
 
 
-@pytest.mark.parametrize("bad", [123, "abc", [1, 2], None])
+@pytest.mark.parametrize("bad", [123, "abc", None, (1, 2)])
 def test_get_of_something_not_a_ref_is_a_value_error(ray_start_shared, bad):
     with pytest.raises(ValueError, match="'object_refs' must either be an ObjectRef or a list of ObjectRefs"):
         ray.get(bad)
+
+
+def test_get_of_a_list_holding_a_non_ref_is_a_type_error(ray_start_shared):
+    with pytest.raises(TypeError, match="Attempting to call `get` on the value 2, which is not an ObjectRef"):
+        ray.get([ray.put(1), 2])
 
 
 def test_a_huge_closure_is_refused_naming_the_capture(ray_start_shared):
