@@ -14,6 +14,8 @@ from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 
 import pytest
 
+import actorkit
+from actorkit import cluster_utils
 from actorkit.exceptions import SerializationError
 from actorkit.util.multiprocessing import Pool
 
@@ -245,3 +247,29 @@ def test_release_task_refs(pool, how):
     gc.collect()
     assert {r() for r in refs} == {None}
     assert CountedObject.n_instances == 0  # the copies the processes sent back are gone too
+
+
+def test_pool_of_n_starts_a_node_of_n_cpus(shutdown_only, monkeypatch):
+    """As Ray's Pool: Pool(processes=N) with no node running starts one with N CPUs."""
+    for name in ("ACTORKIT_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    with Pool(3) as p:
+        assert p.map(sqr, [1, 2]) == [1, 4]
+        assert actorkit.cluster_resources()["CPU"] == 3
+
+
+@pytest.mark.parametrize("variable", ["ACTORKIT_ADDRESS", "RAY_ADDRESS"])
+def test_pool_joins_the_cluster_named_in_the_environment(shutdown_only, monkeypatch, variable):
+    """As Ray's Pool: with ACTORKIT_ADDRESS or RAY_ADDRESS set, Pool() joins that cluster."""
+    for name in ("ACTORKIT_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 5})
+    try:
+        monkeypatch.setenv(variable, cluster.address)
+        with Pool(2) as p:
+            assert p.map(sqr, [3]) == [9]
+            # The cluster's 5 CPUs, not a private node of 2.
+            assert actorkit.cluster_resources()["CPU"] == 5
+    finally:
+        actorkit.shutdown()
+        cluster.shutdown()

@@ -81,6 +81,10 @@ Differences from ``multiprocessing.Pool``
   raises makes ``Pool()`` raise its exception (``multiprocessing`` restarts
   such workers forever).  ``maxtasksperchild`` counts calls (chunks), as
   ``multiprocessing`` does.
+* With no node running, ``Pool()`` starts one as Ray's Pool does: it joins the
+  cluster that ``ray_address``, else ``ACTORKIT_ADDRESS`` or ``RAY_ADDRESS``
+  names; with none of them, it starts a local node with ``processes`` CPUs
+  (all of the machine's when ``processes`` is not given).
 * ``processes`` defaults to the cluster's CPU count; the actors hold no CPU
   (``num_cpus=0``, as in Ray's Pool) so tasks started by the mapped functions
   still run; pass ``ray_remote_args={"num_cpus": 1}`` to reserve CPUs.
@@ -1141,7 +1145,8 @@ class Pool:
             (chunks), as ``multiprocessing`` does; ``None``: never.
         context: accepted for compatibility and ignored (actorkit only spawns).
         ray_address: the cluster to connect to if this process is not
-            connected yet (default: start a local node).
+            connected yet (default: ``ACTORKIT_ADDRESS`` or ``RAY_ADDRESS``
+            if set, else start a local node with ``processes`` CPUs).
         ray_remote_args: options for the actors (``num_cpus``, ``resources``, ...).
     """
 
@@ -1163,7 +1168,7 @@ class Pool:
             isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        ensure_initialized(ray_address)
+        ensure_initialized(ray_address, num_cpus=processes)
         self._processes = processes or cluster_cpus()
         self._core = _PoolCore(
             self._processes, initializer, tuple(initargs or ()), maxtasksperchild, dict(ray_remote_args or {})
