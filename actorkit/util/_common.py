@@ -2,7 +2,8 @@
 
 * ``ensure_initialized``: the utilities start a local node on first use, as
   ``remote()`` calls do, so that a ``multiprocessing.Pool`` replacement works
-  in a script that never calls ``init()``.
+  in a script that never calls ``init()``; with ``ACTORKIT_ADDRESS`` or
+  ``RAY_ADDRESS`` set they join that cluster instead (as Ray's Pool does).
 * ``RemoteTraceback`` and ``unwrap_task_error``: the drop-ins for the standard
   library (``Pool``, ``Executor``) raise what the standard library raises: the
   original exception, with the remote traceback chained as ``__cause__``.
@@ -13,20 +14,32 @@ from __future__ import annotations
 
 import concurrent.futures.process
 import multiprocessing.pool
+import os
 from typing import Any
 
 import actorkit
 from actorkit.exceptions import TaskError
 
 
-def ensure_initialized(address: str | None = None) -> None:
-    """Connect this process to a node, starting a local one if needed."""
+# Where a utility finds a running cluster when it is given no address (as Ray's Pool reads RAY_ADDRESS).
+ADDRESS_VARIABLES = ("ACTORKIT_ADDRESS", "RAY_ADDRESS")
+
+
+def ensure_initialized(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect this process to a node, starting a local one if needed.
+
+    With no ``address``, ``ACTORKIT_ADDRESS`` or else ``RAY_ADDRESS`` names the
+    cluster to join (as in Ray's Pool); with neither set, a local node starts
+    with ``num_cpus`` CPUs (default: all of the machine's).
+    """
     if actorkit.is_initialized():
         return
+    if address is None:
+        address = next((os.environ[name] for name in ADDRESS_VARIABLES if os.environ.get(name)), None)
     if address is not None:
         actorkit.init(address=address)
     else:
-        actorkit.init()
+        actorkit.init(num_cpus=num_cpus)
 
 
 def cluster_cpus() -> int:

@@ -41,6 +41,10 @@ across actors.  Chunk sizes:
 sent: an endless generator works, dropping the iterator stops the job, and a
 slow iterable delays the pool's other work meanwhile.
 
+Once a call's results are handed over, the pool holds no reference to its
+arguments or results (as ``multiprocessing`` since Python 3.8): the
+dispatcher wakes a waiting caller only after it has let go of the chunk.
+
 Arguments that are large arrays (numpy arrays, bytes, bytearray and
 memoryviews over 1 MiB) are ``put`` into the object store once per call of
 ``map``/``apply_async``/... and travel by reference: every task that receives
@@ -53,6 +57,21 @@ Differences from ``multiprocessing.Pool``
   traceback as ``__cause__``) as soon as it happens and sends no more chunks
   of that call.  ``imap`` raises it at that item's position, and iterating on
   goes on with the next item.
+* An exception raised by ``imap``'s iterable itself is raised by ``next()``
+  where it happened, and the iteration ends there, as in ``multiprocessing``:
+  with a ``chunksize`` given, the chunk being pulled fails whole (its items
+  are not run) and the error comes at its first position; with the adaptive
+  default, at the very position (as ``multiprocessing``'s ``chunksize=1``).
+  ``map`` raises it at once (it reads the iterable before it starts).
+* An argument that cannot be pickled raises the pickler's own error, as in
+  ``multiprocessing`` (``TypeError: cannot pickle '_thread.lock' object``, or
+  what a ``__reduce__`` raised), with actorkit's explanation added as a note
+  (Python 3.11+); a result that cannot be pickled fails its chunk with
+  ``multiprocessing.pool.MaybeEncodingError``.  Both leave the pool working.
+  Functions travel with cloudpickle, so results ``multiprocessing`` cannot
+  send (a lambda, a local class's instance) come back here; and
+  ``MaybeEncodingError``'s ``value`` describes the result (which item, what
+  in it does not pickle) instead of being its ``repr``.
 * A process that dies (``os._exit``, a segfault) fails the items it was running
   with ``ActorDiedError`` and is replaced; ``multiprocessing`` hangs.
 * ``terminate()`` fails the results still pending with ``RuntimeError`` instead
@@ -62,6 +81,10 @@ Differences from ``multiprocessing.Pool``
   raises makes ``Pool()`` raise its exception (``multiprocessing`` restarts
   such workers forever).  ``maxtasksperchild`` counts calls (chunks), as
   ``multiprocessing`` does.
+* With no node running, ``Pool()`` starts one as Ray's Pool does: it joins the
+  cluster that ``ray_address``, else ``ACTORKIT_ADDRESS`` or ``RAY_ADDRESS``
+  names; with none of them, it starts a local node with ``processes`` CPUs
+  (all of the machine's when ``processes`` is not given).
 * ``processes`` defaults to the cluster's CPU count; the actors hold no CPU
   (``num_cpus=0``, as in Ray's Pool) so tasks started by the mapped functions
   still run; pass ``ray_remote_args={"num_cpus": 1}`` to reserve CPUs.
@@ -89,11 +112,12 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
+from multiprocessing.pool import MaybeEncodingError
 from typing import Any, NamedTuple
 
 import actorkit
 from actorkit.api import remote
-from actorkit.exceptions import ActorDiedError, TaskError
+from actorkit.exceptions import ActorDiedError, SerializationError, TaskError
 
 from ._common import (
     cluster_cpus,
@@ -312,6 +336,8 @@ class _Job:
     name: str
     _share_cache: int | None = None  # large arguments remembered (None: all, for the job's life)
     interrupted = False  # its caller was interrupted (Ctrl-C): cancelled, its processes freed
+    # Where the dispatcher collects the wake-ups of waiting callers (None: wake at once).
+    wake: list[Callable[[], Any]] | None = None
 
     def __init__(self, fn: Any, mode: int, progress: Progress, total: int | None, desc: str) -> None:
         self.fn = fn
@@ -492,7 +518,8 @@ class _MapJob(_Job):
         return True
 
     def _finish(self, success: bool, value: Any) -> None:
-        self._items = []  # let the arguments go
+        self._items = []  # let the arguments go, and the results (the AsyncResult has them)
+        self._values = []
         self._shared.clear()
         self._close_progress()
         callback = self._callback if success else self._error_callback
@@ -501,7 +528,12 @@ class _MapJob(_Job):
                 callback(value)
             except Exception:
                 _report_callback_error()
-        self._result._set(success, value)
+        result = self._result
+        result._success, result._value = success, value
+        if self.wake is None:
+            result._event.set()
+        else:  # the dispatcher sets it once it holds no reference to the chunk (see _PoolCore._loop)
+            self.wake.append(result._event.set)
 
     def abort(self, error: BaseException) -> None:
         if not self._result.ready():
@@ -559,6 +591,10 @@ class _IMapJob(_Job):
                 self._exhausted = True
         except Exception as e:  # the iterable raised: that position fails, and the job ends there
             self._exhausted = True
+            if not self._sizer.adaptive:
+                # A chunk size given: as in multiprocessing, the chunk being pulled fails
+                # whole (its items are not run) and the error comes at its first position.
+                items = []
             index = start + len(items)
             self._pulled = index + 1
             with self._cond:
@@ -593,12 +629,19 @@ class _IMapJob(_Job):
         with self._cond:
             self._store(start, values, failures, count)
             self.done += count
-            self._cond.notify_all()
+            if self.wake is None:
+                self._cond.notify_all()
+        if self.wake is not None:
+            self.wake.append(self._notify)
         self._progress(count)
         finished = self.finished()
         if finished:
             self._close_progress()
         return finished
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def finished(self) -> bool:
         return (self._exhausted or self.cancelled or self._aborted is not None) and self.done >= self._pulled
@@ -684,6 +727,60 @@ class IMapIterator:
         self._job.cancelled = True
 
 
+def _pickling_error(error: SerializationError, fn: Any, items: list[Any]) -> BaseException:
+    """What ``multiprocessing`` raises for an argument that cannot be pickled: the pickler's own error.
+
+    ``error`` (actorkit's, naming the culprit) is added to it as a note.  Only
+    run when sending failed, so the hot path pays nothing.
+    """
+    import cloudpickle
+
+    for value in (fn, *items):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as original:
+            if hasattr(original, "add_note"):  # Python 3.11+
+                original.add_note(f"(actorkit: {error.culprit_type} cannot be sent to a pool process: {error.reason})")
+            return original.with_traceback(None)
+    cause = error.__cause__
+    return cause if isinstance(cause, Exception) and not isinstance(cause, SerializationError) else error
+
+
+class _Unsent:
+    """Stands for a result that could not be sent back, in ``MaybeEncodingError``'s message."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _encoding_error(error: SerializationError, name: str, start: int) -> MaybeEncodingError:
+    """``multiprocessing``'s error for a chunk whose results cannot be pickled back to the caller.
+
+    ``error`` is about the value ``run`` returned: ``(values, failures, seconds)``,
+    so its path starts ``[0][i]`` for the chunk's ``i``-th result.
+    """
+    steps = error.steps
+    index = None
+    if len(steps) >= 2 and steps[0] == "[0]" and steps[1][:1] == "[" and steps[1][1:-1].isdigit():
+        index = int(steps[1][1:-1])
+    if index is None:
+        reason = error
+        value = _Unsent(f"<the results of {name}()>")
+    else:
+        reason = error.about(f"the result of {name}() for item {start + index}", steps[2:])
+        value = _Unsent(f"<the result of {name}() for item {start + index}: holds {_an(error.culprit_type)}>")
+    encoding_error = MaybeEncodingError(reason, value)
+    encoding_error.__cause__ = reason
+    return encoding_error
+
+
+def _an(name: str) -> str:
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
 def _report_callback_error() -> None:
     print("Exception in a Pool callback:", file=sys.stderr)
     traceback.print_exc()
@@ -745,6 +842,8 @@ class _PoolCore:
         self.broken: BaseException | None = None
         self._lock = threading.Lock()
         self._events: _queue.SimpleQueue[tuple[Any, ...]] = _queue.SimpleQueue()
+        # Waiting callers to wake, once the dispatcher holds no reference to what it handled.
+        self._wake: list[Callable[[], Any]] = []
         self._jobs: deque[_Job] = deque()  # jobs with chunks left to send
         self._unfinished: set[_Job] = set()
         self._functions: OrderedDict[int, tuple[Any, int]] = OrderedDict()
@@ -775,6 +874,7 @@ class _PoolCore:
                 raise ValueError("Pool not running")
             if not actorkit.is_initialized():
                 raise RuntimeError("actorkit was shut down: this pool's processes are gone; create a new Pool")
+            job.wake = self._wake
             self._events.put((_EV_JOB, job))
 
     def cancel(self, job: _Job) -> None:
@@ -815,10 +915,9 @@ class _PoolCore:
                 event = self._events.get()
                 while True:
                     kind = event[0]
-                    if kind == _EV_JOB:
-                        job = event[1]
-                        self._jobs.append(job)
-                        self._unfinished.add(job)
+                    if kind == _EV_JOB:  # (no local names for it: they would keep it alive)
+                        self._jobs.append(event[1])
+                        self._unfinished.add(event[1])
                     elif kind == _EV_DONE:
                         self._on_done(event[1], event[2])
                     elif kind == _EV_CLOSE:
@@ -827,13 +926,19 @@ class _PoolCore:
                         self._cancel(event[1])
                     else:
                         self._abort_all(RuntimeError("the pool was terminated"))
+                        self._wake_callers()
                         self._kill_all()
                         return
                     try:
                         event = self._events.get_nowait()
                     except _queue.Empty:
                         break
+                # Wake the callers only now that the last event (a chunk's arguments and results)
+                # is dropped: once a map returns, the pool holds none of its objects.
+                event = None
+                self._wake_callers()
                 self._dispatch()
+                self._wake_callers()  # jobs that failed as they were sent (an argument that does not pickle)
                 if closing and not self._unfinished and not self.in_flight():
                     self._kill_all()
                     return
@@ -841,10 +946,16 @@ class _PoolCore:
             with self._lock:
                 self.broken = e
             self._abort_all(RuntimeError(f"the pool's dispatcher failed: {e!r}"))
+            self._wake_callers()
             try:
                 self._kill_all()
             except BaseException:
                 pass
+
+    def _wake_callers(self) -> None:
+        wake, self._wake[:] = list(self._wake), []
+        for notify in wake:
+            notify()
 
     def _abort_all(self, error: BaseException) -> None:
         for job in list(self._unfinished):
@@ -945,8 +1056,9 @@ class _PoolCore:
             items, shared = job.share_large(items)
             ref = slot.actor.run.remote(token, fn, forget, job.mode, items, shared)
         except Exception as e:  # e.g. an argument that cannot be pickled
-            if job.on_chunk(start, count, None, dict.fromkeys(range(count), e), 0.0):
-                self._unfinished.discard(job)
+            error = _pickling_error(e, job.fn, original) if isinstance(e, SerializationError) else e
+            if job.on_chunk(start, count, None, dict.fromkeys(range(count), error), 0.0):
+                self._retire(job)
             return
         slot.known.add(token)
         slot.inflight += 1
@@ -977,17 +1089,27 @@ class _PoolCore:
                 if e.cause is not None and slot.completed == 0:
                     raise unwrap_task_error(e.cause) from e  # the initializer failed: the pool is broken
             error = unwrap_task_error(e)
+            if isinstance(error, SerializationError) and error.subject.endswith("run() returned"):
+                error = _encoding_error(error, job.name, start)  # a result that cannot be sent back
             finished = job.on_chunk(start, count, None, dict.fromkeys(range(count), error), 0.0)
         else:
             slot.completed += 1
             self._chunk_s = 0.8 * self._chunk_s + 0.2 * elapsed
             finished = job.on_chunk(start, count, values, failures, elapsed)
         if finished:
-            self._unfinished.discard(job)
+            self._retire(job)
         if (slot.retiring or slot.dead) and slot.inflight == 0 and slot in self.slots:
             self._replace(slot)
         else:
             self._kill_if_interrupted(slot)  # its next call is an interrupted job's
+
+    def _retire(self, job: _Job) -> None:
+        """Forget a finished job (it holds its results: the pool must not keep them alive)."""
+        self._unfinished.discard(job)
+        try:
+            self._jobs.remove(job)
+        except ValueError:
+            pass
 
     def _replace(self, slot: _Slot) -> None:
         if not actorkit.is_initialized():
@@ -1023,7 +1145,8 @@ class Pool:
             (chunks), as ``multiprocessing`` does; ``None``: never.
         context: accepted for compatibility and ignored (actorkit only spawns).
         ray_address: the cluster to connect to if this process is not
-            connected yet (default: start a local node).
+            connected yet (default: ``ACTORKIT_ADDRESS`` or ``RAY_ADDRESS``
+            if set, else start a local node with ``processes`` CPUs).
         ray_remote_args: options for the actors (``num_cpus``, ``resources``, ...).
     """
 
@@ -1045,7 +1168,7 @@ class Pool:
             isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        ensure_initialized(ray_address)
+        ensure_initialized(ray_address, num_cpus=processes)
         self._processes = processes or cluster_cpus()
         self._core = _PoolCore(
             self._processes, initializer, tuple(initargs or ()), maxtasksperchild, dict(ray_remote_args or {})
