@@ -325,3 +325,12 @@ def test_pool_processes_exit_as_multiprocessing_workers_do(tmp_path, how):
     proc = run_python(["driver.py", how, str(log)], tmp_path, timeout=30)
     assert proc.returncode == 0, describe(proc)
     assert "pool processes exited cleanly: True" in proc.stdout, describe(proc)
+
+
+def test_resource_warning(_shared_node):
+    """test_resource_warning: a running pool dropped unclosed warns with the standard message."""
+    p = Pool(1)
+    assert p.map(sqr, [2]) == [4]
+    with pytest.warns(ResourceWarning, match="^unclosed running multiprocessing pool"):
+        p = None
+        gc.collect()

@@ -1242,7 +1242,7 @@ class Pool:
     def __del__(self) -> None:
         core = getattr(self, "_core", None)
         if core is not None and core.state == _RUN:
-            warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2)
+            warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def _check_running(self) -> None:
         if self._core.state != _RUN:
