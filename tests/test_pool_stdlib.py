@@ -173,7 +173,9 @@ def test_unpicklable_result_is_maybe_encoding_error(pool):
     for _ in range(5):
         errors = []
         called = threading.Event()
-        res = pool.apply_async(unpicklable_result, error_callback=lambda e: (errors.append(e), called.set()))
+        res = pool.apply_async(
+            unpicklable_result, error_callback=lambda e, errors=errors, called=called: (errors.append(e), called.set())
+        )
         with pytest.raises(MaybeEncodingError) as info:
             res.get(30)
         assert called.wait(30)
