@@ -13,6 +13,7 @@ import weakref
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 
 import pytest
+from _drivers import describe, run_python
 
 import actorkit
 from actorkit import cluster_utils
@@ -172,7 +173,9 @@ def test_unpicklable_result_is_maybe_encoding_error(pool):
     for _ in range(5):
         errors = []
         called = threading.Event()
-        res = pool.apply_async(unpicklable_result, error_callback=lambda e: (errors.append(e), called.set()))
+        res = pool.apply_async(
+            unpicklable_result, error_callback=lambda e, errors=errors, called=called: (errors.append(e), called.set())
+        )
         with pytest.raises(MaybeEncodingError) as info:
             res.get(30)
         assert called.wait(30)
@@ -273,3 +276,63 @@ def test_pool_joins_the_cluster_named_in_the_environment(shutdown_only, monkeypa
     finally:
         actorkit.shutdown()
         cluster.shutdown()
+
+
+HELPER_DRIVER = """
+import atexit, multiprocessing, os, sys
+from actorkit.util.multiprocessing import Pool
+
+LOG = sys.argv[2]
+
+def start_helper():
+    # What initializers do: start something of their own (here a Manager, a child process
+    # holding the resource tracker's pipe) that their process's exit shuts down.
+    global MANAGER
+    MANAGER = multiprocessing.get_context("spawn").Manager()
+    atexit.register(lambda: open(LOG, "a").write(f"exited {os.getpid()}\\n"))
+
+def pid(_):
+    return os.getpid()
+
+if __name__ == "__main__":
+    how = sys.argv[1]
+    if how == "with":
+        with Pool(2, initializer=start_helper) as pool:
+            pids = set(pool.map(pid, range(8), chunksize=1))
+    else:
+        pool = Pool(2, initializer=start_helper)
+        pids = set(pool.map(pid, range(8), chunksize=1))
+        if how == "close":
+            pool.close()
+            pool.join()
+        else:
+            pool.terminate()
+    exited = {int(line.split()[1]) for line in open(LOG)}
+    print("pool processes exited cleanly:", pids <= exited)
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "terminate", "with"])
+def test_pool_processes_exit_as_multiprocessing_workers_do(tmp_path, how):
+    """close()/join() and terminate() of idle processes let them exit as multiprocessing workers do.
+
+    Their atexit handlers run, so what an initializer started (a Manager) is
+    shut down instead of orphaned: an orphan would hold the driver's output and
+    resource tracker open, and whoever waits for the script's output (as this
+    test does) would wait until its timeout.
+    """
+    log = tmp_path / "exits.log"
+    log.write_text("")
+    (tmp_path / "driver.py").write_text(HELPER_DRIVER)
+    proc = run_python(["driver.py", how, str(log)], tmp_path, timeout=30)
+    assert proc.returncode == 0, describe(proc)
+    assert "pool processes exited cleanly: True" in proc.stdout, describe(proc)
+
+
+def test_resource_warning(_shared_node):
+    """test_resource_warning: a running pool dropped unclosed warns with the standard message."""
+    p = Pool(1)
+    assert p.map(sqr, [2]) == [4]
+    with pytest.warns(ResourceWarning, match="^unclosed running multiprocessing pool"):
+        p = None
+        gc.collect()

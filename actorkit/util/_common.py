@@ -20,7 +20,6 @@ from typing import Any
 import actorkit
 from actorkit.exceptions import TaskError
 
-
 # Where a utility finds a running cluster when it is given no address (as Ray's Pool reads RAY_ADDRESS).
 ADDRESS_VARIABLES = ("ACTORKIT_ADDRESS", "RAY_ADDRESS")
 

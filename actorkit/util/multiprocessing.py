@@ -75,7 +75,13 @@ Differences from ``multiprocessing.Pool``
 * A process that dies (``os._exit``, a segfault) fails the items it was running
   with ``ActorDiedError`` and is replaced; ``multiprocessing`` hangs.
 * ``terminate()`` fails the results still pending with ``RuntimeError`` instead
-  of leaving them pending forever.
+  of leaving them pending forever.  ``close()``/``join()``, ``terminate()``
+  (and leaving a ``with`` block) let idle processes exit as ``multiprocessing``
+  workers do after ``close()``: their atexit handlers run, so what an
+  initializer started (a ``Manager``, a child process) is shut down rather
+  than orphaned still holding the script's output open; processes busy with a
+  call are killed (as ``terminate()`` does), and so is one whose exit takes
+  over 5 s.  Processes retired by ``maxtasksperchild`` exit the same way.
 * ``context`` is accepted and ignored: processes are always spawned.
 * ``Pool()`` returns once its processes have started; an initializer that
   raises makes ``Pool()`` raise its exception (``multiprocessing`` restarts
@@ -144,6 +150,7 @@ _MAX_ADAPTIVE_CHUNK = 4096
 _SHARE_THRESHOLD = 1 << 20  # arguments larger than this go through the object store once
 _FUNCTION_CACHE = 64  # functions remembered by each actor (least recently used are dropped)
 _POOL_SCOPE = "actorkit.util.multiprocessing.Pool"
+_EXIT_GRACE_S = 5.0  # an idle process asked to exit (close/terminate) is killed after this long
 
 # How a chunk's items are passed to the function.
 _ONE_ARG = 0  # fn(item)                      map, imap
@@ -259,6 +266,17 @@ class _PoolWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def exit(self) -> None:
+        """End this process as a ``multiprocessing`` worker ends: its atexit handlers run.
+
+        So what the initializer started is shut down (``multiprocessing``'s own
+        finalizers stop a ``Manager``, join child processes, ...) instead of
+        being orphaned, still holding the driver's output and resource tracker.
+        """
+        from actorkit.actor import exit_actor
+
+        exit_actor()
 
     def run(
         self, token: int, fn: Any, forget: list[int], mode: int, items: list[Any], shared: bool
@@ -927,7 +945,7 @@ class _PoolCore:
                     else:
                         self._abort_all(RuntimeError("the pool was terminated"))
                         self._wake_callers()
-                        self._kill_all()
+                        self._kill_all(graceful=True)
                         return
                     try:
                         event = self._events.get_nowait()
@@ -940,7 +958,7 @@ class _PoolCore:
                 self._dispatch()
                 self._wake_callers()  # jobs that failed as they were sent (an argument that does not pickle)
                 if closing and not self._unfinished and not self.in_flight():
-                    self._kill_all()
+                    self._kill_all(graceful=True)
                     return
         except BaseException as e:  # the runtime went away, or a bug: fail everything, visibly
             with self._lock:
@@ -994,15 +1012,37 @@ class _PoolCore:
             pass  # already gone
         self.slots[self.slots.index(slot)] = self._new_slot()
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, graceful: bool = False) -> None:
+        """End the processes: ``graceful``, idle ones exit (atexit handlers run), the others are killed.
+
+        A graceful exit takes milliseconds; one still going after
+        ``_EXIT_GRACE_S`` (a blocking atexit handler) is killed.
+        """
         slots, self.slots = self.slots, []
         if not actorkit.is_initialized():
             return  # shut down already: the processes went with the node (never start a new one)
+        exits: list[tuple[_Slot, Any]] = []
         for slot in slots:
+            if graceful and not slot.dead and slot.inflight == 0:
+                try:
+                    exits.append((slot, slot.actor.exit.remote()))
+                    continue
+                except Exception:
+                    pass
             try:
                 actorkit.kill(slot.actor)
             except Exception:
                 pass  # already gone (or the runtime is shut down)
+        if exits:
+            try:
+                actorkit.wait([ref for _, ref in exits], num_returns=len(exits), timeout=_EXIT_GRACE_S)
+            except Exception:
+                pass
+            for slot, _ in exits:  # gone already, or stuck in an atexit handler
+                try:
+                    actorkit.kill(slot.actor)
+                except Exception:
+                    pass
 
     def _take_chunk(self) -> tuple[_Job, int, list[Any]] | None:
         while self._jobs:
@@ -1115,11 +1155,14 @@ class _PoolCore:
         if not actorkit.is_initialized():
             raise RuntimeError("actorkit was shut down")
         index = self.slots.index(slot)
-        if not slot.dead:
+        if not slot.dead:  # retired (maxtasksperchild), idle: it exits as a multiprocessing worker does
             try:
-                actorkit.kill(slot.actor)
+                slot.actor.exit.remote()
             except Exception:
-                pass
+                try:
+                    actorkit.kill(slot.actor)
+                except Exception:
+                    pass
         self.slots[index] = self._new_slot()
 
 
@@ -1199,7 +1242,7 @@ class Pool:
     def __del__(self) -> None:
         core = getattr(self, "_core", None)
         if core is not None and core.state == _RUN:
-            warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2)
+            warnings.warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def _check_running(self) -> None:
         if self._core.state != _RUN:
