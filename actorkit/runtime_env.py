@@ -19,18 +19,15 @@ that says what to do instead: actorkit installs nothing.
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import io
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import types
-import zipfile
 from collections.abc import Callable
 from typing import Any
+
+# zipfile, hashlib, fnmatch and shutil are imported where packages are made or
+# unpacked: together they would add a quarter to `import actorkit`.
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "excludes", "config")
 MAX_PACKAGE_BYTES = 100 * 2**20
@@ -136,6 +133,8 @@ def _module_path(module: Any) -> str:
 
 
 def _uri_for(path: str, excludes: list[str], client: Any, as_package: bool) -> str:
+    import hashlib
+
     if path.startswith(_URI):
         return path
     key = (client.session, os.path.abspath(path), as_package)
@@ -157,6 +156,9 @@ def _pack(path: str, excludes: list[str], as_package: bool) -> bytes:
     A package (a ``py_modules`` entry) keeps its own name as the top folder,
     so that unpacked, its parent folder goes on ``sys.path``.
     """
+    import io
+    import zipfile
+
     path = os.path.abspath(path)
     buffer = io.BytesIO()
     total = 0
@@ -186,6 +188,8 @@ def _pack(path: str, excludes: list[str], as_package: bool) -> bytes:
 
 
 def _excluded(relative: str, excludes: list[str]) -> bool:
+    import fnmatch
+
     relative = os.path.normpath(relative)
     return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(os.path.basename(relative), pattern) for pattern in excludes)
 
@@ -236,6 +240,12 @@ def _nothing() -> None:
 
 def _unpacked(uri: str, fetch: Callable[[str], bytes]) -> str:
     """The folder holding the zip named by ``uri``, unpacked once per machine."""
+    import hashlib
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+
     _, sha, object_id = uri.split(":")
     root = os.path.join(_resources_root(), sha)
     if os.path.isdir(root):
@@ -254,6 +264,8 @@ def _unpacked(uri: str, fetch: Callable[[str], bytes]) -> str:
 
 
 def _resources_root() -> str:
+    import tempfile
+
     root = os.path.join(tempfile.gettempdir(), f"actorkit-{os.getuid()}", "runtime_resources")
     os.makedirs(root, mode=0o700, exist_ok=True)
     return root

@@ -7,7 +7,6 @@ the tasks it placed (see ``node_state.TaskHistory``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 
@@ -36,6 +35,8 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
         )
     if filename is None:
         return events
+    import json
+
     with open(filename, "w") as f:
         json.dump(events, f)
     return None
