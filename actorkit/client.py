@@ -560,13 +560,9 @@ class Client:
     # -------------------------------------------------------------- objects
 
     def put(self, value: Any) -> ObjectRef:
-        from .serialization import SerializationError, serialize
+        from .serialization import serialize_put
 
-        try:
-            serialized = serialize(value)
-        except SerializationError as e:
-            raise e.about("the value given to put()") from None
-        return self.put_serialized(serialized)
+        return self.put_serialized(serialize_put(value))
 
     def encode(self, value: Any, is_error: bool = False) -> Payload:
         """A payload for ``value``, its large parts in (recycled) shared memory."""

@@ -33,7 +33,7 @@ from . import protocol as P
 from . import shm
 from .exceptions import ActorDiedError, TaskError
 from .object_ref import ObjectRef
-from .serialization import SerializationError, Serialized, dumps, picklable_copy, serialize
+from .serialization import SerializationError, Serialized, dumps, picklable_copy, serialize, serialize_put
 from .task_spec import ActorSpec, ArgRef, TaskSpec
 
 
@@ -128,11 +128,7 @@ class LocalClient:
         return self.adopt_ref(object_id)
 
     def put(self, value: Any) -> ObjectRef:
-        try:
-            serialized = serialize(value)
-        except SerializationError as e:
-            raise e.about("the value given to put()") from None
-        return self.put_serialized(serialized)
+        return self.put_serialized(serialize_put(value))
 
     def _value(self, object_id: bytes) -> Any:
         """The stored value; a stored error is raised."""

@@ -230,6 +230,14 @@ def serialize(value: Any) -> Serialized:
         collect_contained_refs(outer)
 
 
+def serialize_put(value: Any) -> Serialized:
+    """``serialize`` for ``put()``: a failure is told of "the value given to put()"."""
+    try:
+        return serialize(value)
+    except SerializationError as e:
+        raise e.about("the value given to put()") from None
+
+
 def dumps(value: Any) -> bytes:
     """Pickle to one in-band bytes string (for functions, small messages)."""
     try:
