@@ -615,15 +615,9 @@ class Client:
     def submit(self, spec: TaskSpec, kind: int = P.SUBMIT) -> list[ObjectRef]:
         """Send a task (or, with ``kind=ACTOR_CALL``, an actor call); refs to its results."""
         if kind == P.ACTOR_CALL:
-            # A call whose arguments are not all here yet goes through the node,
-            # which holds it (and this caller's later calls: see _direct_link)
-            # until they are ready, while other callers' calls go ahead. Sent
-            # direct, it would block the actor's process while it waits.
-            ready = self._ready
-            if not spec.deps or all(object_id in ready for object_id in spec.deps):
-                link = self._direct_link(spec.actor_id)  # type: ignore[arg-type]
-                if link is not None:
-                    return self._submit_direct(spec, link)
+            link = self._direct_link(spec.actor_id)  # type: ignore[arg-type]
+            if link is not None:
+                return self._submit_direct(spec, link)
         elif self._leases:
             shape = shape_of(spec.resources)[1]
             if self._may_lease(spec, shape):
@@ -674,11 +668,8 @@ class Client:
         if actor_id == self.actor_id:
             return self._loopback
         link = self._links.get(actor_id)
-        if link is not None:
-            # Not while a call sent through the node is unanswered: it could be overtaken.
-            return None if self._node_calls.get(actor_id) else link
-        if actor_id not in self._routes:
-            return None
+        if link is not None or actor_id not in self._routes:
+            return link
         with self._lock:
             if self._node_calls.get(actor_id):
                 return None  # a call sent through the node could be overtaken
