@@ -83,7 +83,7 @@ def _read_key_file(path: str) -> bytes:
             f"the cluster key file {path} is missing while the node `actorkit start` started runs: "
             f"`actorkit stop` and start it again, or set ACTORKIT_AUTHKEY to its key"
         ) from None
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):
             raise PermissionError(_bad_key_file(path, "is a symbolic link")) from None
         raise

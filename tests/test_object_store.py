@@ -8,7 +8,6 @@ import gc
 import hashlib
 import os
 import stat
-import threading
 import time
 
 import cloudpickle
