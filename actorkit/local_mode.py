@@ -33,8 +33,8 @@ from . import protocol as P
 from . import shm
 from .exceptions import ActorDiedError, TaskError
 from .object_ref import ObjectRef
-from .serialization import SerializationError, Serialized, dumps, picklable_copy, serialize, serialize_put
-from .task_spec import ActorSpec, ArgRef, TaskSpec
+from .serialization import SerializationError, Serialized, serialize, serialize_put, task_error
+from .task_spec import ActorSpec, ArgRef, TaskSpec, split_returns
 
 
 class _Actor:
@@ -186,7 +186,7 @@ class LocalClient:
             result = function(*args, **kwargs)
             if inspect.iscoroutine(result):
                 result = _run_coroutine(result, actor)
-            values = _split(spec, result)
+            values = split_returns(spec, result)
         except SystemExit as e:
             if actor is None:
                 self._fail(return_ids, _wrap(spec.name, e))
@@ -323,28 +323,5 @@ def _run_coroutine(coroutine: Any, actor: _Actor | None) -> Any:
     return actor.loop.run_until_complete(coroutine)
 
 
-def _split(spec: TaskSpec, result: Any) -> list[Any]:
-    n = spec.num_returns
-    if n == 1:
-        return [result]
-    if n == 0:
-        return []
-    values = list(result)
-    if len(values) != n:
-        raise ValueError(f"task {spec.name} has num_returns={n} but returned {len(values)} values")
-    return values
-
-
 def _wrap(name: str, error: BaseException) -> TaskError:
-    if isinstance(error, TaskError):
-        return error
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(error), error, tb))
-    try:
-        pickle.loads(dumps(error))
-        cause: BaseException | None = error
-    except Exception:
-        cause = picklable_copy(error)
-    return TaskError(name, text, cause, os.getpid(), type(error).__name__).as_instanceof_cause()
+    return task_error(name, error, __file__).as_instanceof_cause()

@@ -18,8 +18,10 @@ from __future__ import annotations
 import io
 import linecache
 import marshal
+import os
 import pickle
 import sys
+import traceback
 import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from . import unmovable
-from .exceptions import SerializationError
+from .exceptions import SerializationError, TaskError
 from .object_ref import collect_contained_refs
 
 OUT_OF_BAND_THRESHOLD = 100 * 1024
@@ -354,6 +356,29 @@ def _pickles(obj: Any) -> bool:
         pass
     try:
         _DillPickler.dumps(obj, [])
+        return True
+    except Exception:
+        return False
+
+
+def task_error(name: str, error: BaseException, own_file: str) -> TaskError:
+    """``error`` as the TaskError callers get: remote traceback (frames of ``own_file``,
+    the executor's, dropped so users see their function first), and the original
+    exception as its cause when it pickles, else its picklable parts."""
+    if isinstance(error, TaskError):
+        return error  # from a task this one waited on: pass it on unchanged
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == own_file:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    cause = error if _round_trips(error) else picklable_copy(error)
+    return TaskError(name, text, cause, os.getpid(), type(error).__name__)
+
+
+def _round_trips(error: BaseException) -> bool:
+    """Whether ``error`` survives pickling (one holding a socket, say, may not)."""
+    try:
+        pickle.loads(dumps(error))
         return True
     except Exception:
         return False

@@ -58,6 +58,25 @@ class TaskSpec(NamedTuple):
         )
 
 
+def split_returns(spec: TaskSpec, result: Any) -> list[Any]:
+    """A task's result as its ``num_returns`` values; a ValueError if it does not fit."""
+    n = spec.num_returns
+    if n == 1:
+        return [result]
+    if n == 0:
+        return []
+    try:
+        values = list(result)
+    except TypeError:
+        values = None  # type: ignore[assignment]
+    if values is None or len(values) != n:
+        raise ValueError(
+            f"task {spec.name} has num_returns={n} but returned "
+            f"{type(result).__name__} {result!r:.80}; return a sequence of {n} values"
+        )
+    return values
+
+
 def spec_to_wire(spec: TaskSpec) -> tuple[Any, ...]:
     """A task spec as plain tuples (see ``payload.to_wire``): it travels twice per task."""
     fields = tuple(spec)

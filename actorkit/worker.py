@@ -22,7 +22,6 @@ import pickle
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -37,8 +36,8 @@ from .gate import Gate
 from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
-from .serialization import SerializationError, dumps, picklable_copy
-from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire
+from .serialization import SerializationError, task_error
+from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire, split_returns
 
 
 class WorkerArgs(NamedTuple):
@@ -292,21 +291,7 @@ class TaskExecutor:
         self._send_result(spec, [payload] * spec.num_returns, retryable)
 
     def _result_payloads(self, spec: TaskSpec, result: Any) -> list[Payload]:
-        n = spec.num_returns
-        if n == 1:
-            values = [result]
-        elif n == 0:
-            values = []
-        else:
-            try:
-                values = list(result)
-            except TypeError:
-                values = None  # type: ignore[assignment]
-            if values is None or len(values) != n:
-                raise ValueError(
-                    f"task {spec.name} has num_returns={n} but returned "
-                    f"{type(result).__name__} {result!r:.80}; return a sequence of {n} values"
-                )
+        values = split_returns(spec, result)
         try:
             return [self.client.encode(v) for v in values]
         except SerializationError as e:
@@ -316,16 +301,8 @@ class TaskExecutor:
         return payload_codec.encode(self.wrap_error(spec.name, error), self.client.session, is_error=True)
 
     def wrap_error(self, name: str, error: BaseException) -> TaskError:
-        """``error`` as the TaskError callers get: remote traceback, original when it pickles."""
-        if isinstance(error, TaskError):
-            return error  # from a task this one waited on: pass it on unchanged
-        tb = error.__traceback__
-        # Drop the executor's own frames: users see their function first.
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(error), error, tb))
-        cause = error if _round_trips(error) else picklable_copy(error)
-        return TaskError(name, text, cause, os.getpid(), type(error).__name__)
+        """``error`` as the TaskError callers get (see ``serialization.task_error``)."""
+        return task_error(name, error, __file__)
 
     # -------------------------------------------------------------- actors
 
@@ -514,15 +491,6 @@ def _should_retry(spec: TaskSpec, error: BaseException) -> bool:
     except Exception:
         return False  # classes this worker cannot load: nothing raised here can be one of them
     return isinstance(error, classes)
-
-
-def _round_trips(error: BaseException) -> bool:
-    """Whether ``error`` survives pickling (one holding a socket, say, may not)."""
-    try:
-        pickle.loads(dumps(error))
-        return True
-    except Exception:
-        return False
 
 
 def open_gate(session_dir: str | None, authkey: bytes) -> Gate | None:
