@@ -56,8 +56,9 @@ from .direct import Hub, Link, Loopback
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from .object_ref import ObjectRef
 from .payload import Payload
+from .run_times import RunTimes
 from .scheduler import shape_of
-from .task_spec import TaskSpec, spec_to_wire
+from .task_spec import TaskSpec, cancelled_error, spec_to_wire
 
 _STOP = object()
 _FLUSH = object()  # wakes the flusher to send buffered submissions
@@ -72,8 +73,6 @@ RELEASE_DELAY_S = 0.005
 # a long one waits for it even if another worker comes free.
 # The deeper for the shorter tasks, as long as what waits on a worker is about
 # that much work: a worker that never waits for this process is never woken.
-_SHORT_RUNS = 5
-_SHORT_S = 0.005
 LEASE_QUEUE_S = 0.005
 LEASE_MAX_DEPTH = 16
 # Tasks wait for a lease's room in this process, and the thread that reads the
@@ -255,7 +254,7 @@ class Client:
         self._wanted: set[Any] = set()  # shapes this process asked the node for one more lease of
         self._pumping: dict[Any, bool] = {}  # shape -> a thread sends its tasks; True: look again after
         self._blocking: set[bytes] = set()  # functions seen waiting in get() on a lent worker
-        self._durations: dict[bytes, tuple[float, int]] = {}  # function id -> (moving average, runs) on leases
+        self._run_times = RunTimes()  # of tasks on leases
         self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
         # In a worker, the task it runs when the node never saw it (sent by a lessee):
         # the parent of the tasks it submits.
@@ -780,9 +779,9 @@ class Client:
         ``spec``: it is idle, or runs its function, known to be short and never to wait
         in get() (a task sent behind one could be what it waits for)."""
         function_id, size = spec.function_id, _inline_size(spec)
-        average, runs = self._durations.get(function_id, (1.0, 0))
+        average = self._run_times.short_average(function_id)
         depth = 1
-        if runs >= _SHORT_RUNS and average < _SHORT_S and function_id not in self._blocking:
+        if average is not None and function_id not in self._blocking:
             depth = max(2, min(LEASE_MAX_DEPTH, int(LEASE_QUEUE_S / average) if average else LEASE_MAX_DEPTH))
         best = None
         for lease in self._leases.get(shape, ()):
@@ -914,8 +913,7 @@ class Client:
             # From when it started: when it was sent, or when the one before it on the worker ended.
             took = now - max(call.sent_at, lease.answered_at)
             lease.answered_at = now
-            average, runs = self._durations.get(call.spec.function_id, (took, 0))
-            self._durations[call.spec.function_id] = (0.8 * average + 0.2 * took, runs + 1)
+            self._run_times.record(call.spec.function_id, took)
             give_back = lease.revoked and lease.inflight == 0 and self._lent.pop(lease.lease_id, None) is lease
         if give_back:
             self._give_back(lease)
@@ -1196,10 +1194,7 @@ class Client:
         self._complete_direct(call.spec.task_id, [self._cancelled(call.spec)] * call.spec.num_returns)
 
     def _cancelled(self, spec: TaskSpec) -> Payload:
-        from .exceptions import TaskCancelledError
-
-        error = TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
-        return payload_codec.encode(error, self.session, is_error=True)
+        return payload_codec.encode(cancelled_error(spec), self.session, is_error=True)
 
     def escaping(self, object_id: bytes) -> None:
         """A ref to ``object_id`` is leaving this process: the node must know the object.

@@ -35,8 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import node_state, shm
 from . import protocol as P
-from . import shm
 from .direct import socket_path
 from .exceptions import (
     ActorUnschedulableError,
@@ -44,14 +44,22 @@ from .exceptions import (
     TaskUnschedulableError,
     WorkerCrashedError,
 )
-from . import node_state
 from .members import Members, NodeRecord, RemoteProcess
 from .node_process import NodeConfig, release_pipes, spawn_worker
 from .object_store import ObjectStore
 from .payload import Payload, from_wire, to_wire
+from .run_times import SHORT_S, RunTimes
 from .scheduler import Allocation, ReadyQueue, choose_node, demand_of, shape_of, unplaceable
 from .strategy import affinity
-from .task_spec import ActorSpec, TaskSpec, return_id, spec_from_wire, spec_to_wire
+from .task_spec import (
+    ActorSpec,
+    TaskSpec,
+    cancelled_error,
+    forever,
+    return_id,
+    spec_from_wire,
+    spec_to_wire,
+)
 
 if TYPE_CHECKING:
     from .gate import Gate
@@ -63,8 +71,6 @@ _PIPELINE_DEPTH = 2
 # Only behind tasks known to be short: a task lined up behind a long one would
 # wait for it even if another worker came free (or forever, behind one that
 # waits for something the caller does only later).
-_PIPELINE_MAX_TASK_S = 0.005
-_PIPELINE_MIN_RUNS = 5  # runs seen before a function counts as short
 # Idle workers beyond the warm pool (one per CPU) exit after this long.
 IDLE_WORKER_TIMEOUT_S = 5.0
 
@@ -123,7 +129,7 @@ class ActorState:
         self.worker: WorkerState | None = None
         self.queue: deque[TaskRecord] = deque()  # calls not yet sent to the process, in order
         self.inflight: dict[bytes, TaskRecord] = {}  # sent, not yet answered
-        self.restarts_left = _forever(spec.max_restarts)
+        self.restarts_left = forever(spec.max_restarts)
         self.death: Payload | None = None  # the ActorDiedError given to callers once dead
         self.allocation: Allocation | None = None
         self.ending = False  # no handle is left: end once the pending calls are done
@@ -161,10 +167,6 @@ def _ready_calls(queue: deque[TaskRecord]) -> deque[TaskRecord]:
     queue.clear()
     queue.extend(kept)
     return ready
-
-
-def _forever(n: int) -> int:
-    return 1 << 30 if n == -1 else n
 
 
 class ClientState:
@@ -286,8 +288,7 @@ class Node:
         self.pending: dict[bytes, TaskRecord] = {}  # every task not finished yet, by id
         self.history = node_state.TaskHistory()  # the last tasks that finished, for the state API
         self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
-        # Function id -> moving average run time, and how many runs it has seen.
-        self.durations: dict[bytes, tuple[float, int]] = {}
+        self.run_times = RunTimes()
         self.actors: dict[bytes, ActorState] = {}
         self.actor_names: dict[tuple[str, str], bytes] = {}
         self.namespaces: dict[bytes, str] = {}  # job id -> its namespace
@@ -912,8 +913,8 @@ class Node:
             running = worker.task
             if (
                 running is not None
-                and self._known_short(running.spec.function_id)
-                and now - running.started_at < _PIPELINE_MAX_TASK_S
+                and self.run_times.short_average(running.spec.function_id) is not None
+                and now - running.started_at < SHORT_S  # short this time too
                 and len(worker.queued) < _PIPELINE_DEPTH
                 and not worker.blocked
                 and not worker.retiring
@@ -928,12 +929,6 @@ class Node:
             ):
                 return worker
         return None
-
-    def _known_short(self, function_id: bytes) -> bool:
-        # Several runs, not one: a lent worker's runs are not seen here, so a
-        # function the node saw once (quickly) may be one that usually waits.
-        average, runs = self.durations.get(function_id, (1.0, 0))
-        return runs >= _PIPELINE_MIN_RUNS and average < _PIPELINE_MAX_TASK_S
 
     def _queue_behind(self, task: TaskRecord, worker: WorkerState) -> None:
         self.stats["tasks_lined_up"] += 1
@@ -1027,8 +1022,7 @@ class Node:
             worker.task = None
             now = time.monotonic()
             took = now - task.started_at
-            average, runs = self.durations.get(task.spec.function_id, (took, 0))
-            self.durations[task.spec.function_id] = (0.8 * average + 0.2 * took, runs + 1)
+            self.run_times.record(task.spec.function_id, took)
             if worker.queued:
                 # The next task lined up on this worker has already started: it
                 # inherits the allocation (same shape), nothing to release or acquire.
@@ -1367,7 +1361,7 @@ class Node:
                 death = self._error_payload(ActorDiedError(f"no actor {task.spec.actor_id.hex()} lives on this node"))  # type: ignore[union-attr]
             self._finish(task, [death] * task.spec.num_returns)
             return
-        task.retries_left = _forever(actor.spec.max_task_retries)
+        task.retries_left = forever(actor.spec.max_task_retries)
         if lost and not (actor.state == "ALIVE" and lost == actor.direct_address and actor.exit_reason is None):
             # Sent directly to a process that died before answering: a retry, if any is left.
             # (Unless this loop has not seen that process die yet: the call then goes to
@@ -1518,9 +1512,7 @@ class Node:
             self._send(client, (P.REPLY, request_id, True, result))
 
     def _cancelled_payload(self, task: TaskRecord) -> Payload:
-        from .exceptions import TaskCancelledError
-
-        return self._error_payload(TaskCancelledError(f"task {task.spec.name} ({task.spec.task_id.hex()}) was cancelled"))
+        return self._error_payload(cancelled_error(task.spec))
 
     def _request_cancel_children(self, client: ClientState, task_id: bytes, force: bool) -> None:
         """Cancel, recursively, the tasks ``task_id`` submitted (a caller asks for this

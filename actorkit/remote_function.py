@@ -18,7 +18,7 @@ from .call_check import Binder, check_export_size
 from .dag import FunctionNode
 from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
-from .task_spec import ArgRef, TaskSpec, retry_exceptions_to_wire
+from .task_spec import ArgRef, TaskSpec, forever, retry_exceptions_to_wire
 
 _DEFAULT_MAX_RETRIES = 3
 P = ParamSpec("P")
@@ -110,7 +110,7 @@ class RemoteFunction(Generic[P, R]):
             deps=arguments.deps,
             num_returns=self._num_returns,
             resources=self._resources,
-            max_retries=1 << 30 if max_retries == -1 else max_retries,
+            max_retries=forever(max_retries),
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
             runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
             max_calls=options.get("max_calls", 0),

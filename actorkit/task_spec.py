@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .exceptions import TaskCancelledError
 from .payload import Payload, from_wire
 
 
@@ -121,6 +122,16 @@ def retry_exceptions_from_wire(value: bool | bytes) -> bool | tuple[type, ...]:
 
         classes = _LOADED_RETRY[value] = pickle.loads(value)
     return classes
+
+
+def forever(n: int) -> int:
+    """A count of retries or restarts as the node keeps it: -1 means forever."""
+    return 1 << 30 if n == -1 else n
+
+
+def cancelled_error(spec: TaskSpec) -> TaskCancelledError:
+    """What ``get()`` of a cancelled task raises, wherever the cancellation is settled."""
+    return TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
 
 
 def return_id(task_id: bytes, index: int) -> bytes:
