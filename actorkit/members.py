@@ -137,7 +137,7 @@ class Members:
         record = NodeRecord(info, client)
         client.member = record
         self._node.nodes[record.node_id] = record
-        self._node.placeable.clear()
+        self._node.scheduler.nodes_changed()
         self.by_session[record.session] = record
         self.broadcast_table()
         self._node.request_schedule()

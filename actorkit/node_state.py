@@ -5,7 +5,7 @@ plain dicts with Ray's field names (``ray.util.state``), built from the
 node's own tables at that moment, plus ``TaskHistory``, the last tasks that
 finished, so that ``list_tasks()`` and ``timeline()`` show what ran.
 
-Tasks a driver sent straight to a worker it leases (see ``Node._lend``)
+Tasks a driver sent straight to a worker it leases (see ``node/leases.py``)
 never pass through the node: they are not listed.
 """
 
@@ -97,9 +97,9 @@ def _pid_of(worker: Any) -> int:
 
 
 def tasks(node: Node) -> list[dict[str, Any]]:
-    rows = node.history.rows(node.config.node_id)
-    for task in node.pending.values():
-        actor = node.actors.get(task.spec.actor_id) if task.spec.actor_id else None
+    rows = node.tasks.history.rows(node.config.node_id)
+    for task in node.tasks.pending.values():
+        actor = node.actors.by_id.get(task.spec.actor_id) if task.spec.actor_id else None
         if task.worker is not None or (actor is not None and task.spec.task_id in actor.inflight):
             state = "RUNNING"
         elif task.unresolved:
@@ -120,7 +120,7 @@ def tasks(node: Node) -> list[dict[str, Any]]:
 
 def actors(node: Node) -> list[dict[str, Any]]:
     rows = []
-    for actor in node.actors.values():
+    for actor in node.actors.by_id.values():
         spec = actor.spec
         worker = actor.worker
         rows.append(
@@ -149,7 +149,7 @@ def _restarts(max_restarts: int, left: int) -> int:
 
 def objects(node: Node) -> list[dict[str, Any]]:
     rows = []
-    for object_id, entry in node.objects.items():
+    for object_id, entry in node.objects.entries.items():
         payload = entry.payload
         rows.append(
             {

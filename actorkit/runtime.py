@@ -603,7 +603,7 @@ def shutdown() -> None:
                 pass  # the node is already gone
         elif client is not None:
             # A node that others share keeps the workers lent to this driver that
-            # are idle: it retires those it cannot see to be (see Node._disconnect).
+            # are idle: it retires those it cannot see to be (see Node.disconnect).
             try:
                 client.return_idle_leases()
             except Exception:

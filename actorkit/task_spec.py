@@ -49,7 +49,7 @@ class TaskSpec(NamedTuple):
 
     def may_go_direct(self) -> bool:
         """Whether a worker lent to its caller may run it: a plain task that the node
-        need not place, retry on an exception, or count calls of (see ``Node._lend``)."""
+        need not place, retry on an exception, or count calls of (see ``LeaseManager.lend`` (node/leases.py))."""
         return (
             self.actor_id is None
             and not self.max_calls

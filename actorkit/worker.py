@@ -5,7 +5,7 @@ KeyboardInterrupt) from its mailbox (``mailbox.py``), where the node's
 EXECUTE messages go: read by the client's hub thread while a task runs, by
 the main thread itself while it waits.  Every worker also listens for
 callers on the same machine (``direct.py``): an actor's callers, and the
-driver the node lent an idle worker to (``Node._lend``) send their calls and
+driver the node lent an idle worker to (``LeaseManager.lend`` (node/leases.py)) send their calls and
 tasks straight to it; the thread that takes the work reads those links itself.  A worker's ``print`` and
 ``logging`` output goes to the driver whose task it is running, prefixed with
 the task's name and pid.

@@ -1,4 +1,4 @@
-"""Tasks sent straight to a worker the node lent the driver (``Node._lend``).
+"""Tasks sent straight to a worker the node lent the driver (``LeaseManager.lend`` (node/leases.py)).
 
 When a driver's task ends and nothing else waits for resources, the node
 leaves its worker lent to the driver, which sends its next tasks of that
