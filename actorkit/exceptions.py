@@ -162,6 +162,11 @@ class ObjectLostError(ActorkitError):
     """The object's value is gone: every copy was lost and it cannot be rebuilt."""
 
 
+class OwnerDiedError(ObjectLostError):
+    """The process that owns the object (it made the ref with ``.remote()`` on an
+    actor directly) died before the value was made: it will never be."""
+
+
 class ObjectStoreFullError(ActorkitError):
     """The object store is at capacity and cannot spill to disk to make room.
 

@@ -82,6 +82,8 @@ class ActorDirectory:
             actor.spec = spec._replace(function_bytes=None)
         if spec.name is not None:
             self.by_name[(spec.namespace, spec.name)] = spec.actor_id  # type: ignore[index]
+        if not spec.detached:
+            client.owned_actors.add(spec.actor_id)
         # The actor's id is counted like an object: handles are its references.
         self.objects.held_by(client, spec.actor_id)
         self.tasks.add(client, creation_spec(actor.spec))
@@ -223,6 +225,7 @@ class ActorDirectory:
             return
         actor.state = "DEAD"
         actor.death = death
+        actor.owner.owned_actors.discard(actor.spec.actor_id)
         if actor.allocation is not None:
             actor.allocation.ledger.release(actor.allocation)
             actor.allocation = None
@@ -255,6 +258,16 @@ class ActorDirectory:
         for actor in list(self.by_id.values()):
             if actor.spec.job_id == job_id and not actor.spec.detached:
                 self.kill(actor, "its driver exited")
+
+    def owner_gone(self, owner: ClientState) -> None:
+        """The process that created these actors is gone: they share its fate, as in Ray
+        (detached actors excepted)."""
+        for actor_id in list(owner.owned_actors):
+            actor = self.by_id.get(actor_id)
+            if actor is not None:
+                why = f"its owner died: the {owner.role} process (pid {owner.pid}) that created it exited"
+                self.kill(actor, why)
+        owner.owned_actors.clear()
 
     def process_exited(self, actor: ActorState, worker: WorkerState, how: str) -> None:
         actor.worker = None

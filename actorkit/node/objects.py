@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import protocol as P
 from .. import shm
-from ..exceptions import ObjectLostError
+from ..exceptions import ObjectLostError, OwnerDiedError
 from ..object_store import ObjectStore
 from ..payload import Payload, encode, from_wire, to_wire
 from ..task_spec import return_id
@@ -96,7 +96,16 @@ class ObjectDirectory:
             client.held.add(object_id)
 
     def let_go(self, client: ClientState) -> None:
-        """``client`` is gone: it holds nothing any more."""
+        """``client`` is gone: it holds nothing any more, and what it promised never comes."""
+        for object_id in client.promised:
+            entry = self.entries.get(object_id)
+            if entry is not None and entry.payload is None:
+                error = OwnerDiedError(
+                    f"object {object_id.hex()} will never be made: its owner, the {client.role} process "
+                    f"(pid {client.pid}) that called .remote() for it, died before the result came back"
+                )
+                self.set(object_id, self.error_payload(error))
+        client.promised.clear()
         for object_id in client.held:
             self.decref(object_id)
         client.held.clear()
@@ -128,12 +137,14 @@ class ObjectDirectory:
     def on_put(self, client: ClientState, message: tuple[Any, ...]) -> None:
         object_id, payload = message[1], from_wire(message[2])
         self.held_by(client, object_id)  # it may have promised it already (a direct call's result)
+        client.promised.discard(object_id)
         self.set(object_id, payload)
 
     def on_promise(self, client: ClientState, message: tuple[Any, ...]) -> None:
         # Results of the client's direct calls, not back yet: others may wait for them.
         for object_id in message[1]:
-            self.held_by(client, object_id)
+            if self.held_by(client, object_id).payload is None:
+                client.promised.add(object_id)
 
     def on_owned_result(self, client: ClientState, message: tuple[Any, ...]) -> None:
         """A direct call's result that the node should own: held for, and sent to, its caller."""
@@ -145,6 +156,7 @@ class ObjectDirectory:
                 self.store.release_unowned(payload)
                 continue
             self.held_by(caller, object_id, send_it=True)
+            caller.promised.discard(object_id)
             self.set(object_id, payload)
 
     def on_subscribe(self, client: ClientState, message: tuple[Any, ...]) -> None:

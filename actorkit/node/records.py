@@ -98,6 +98,7 @@ class ClientState:
 
     __slots__ = (
         "conn", "role", "pid", "job_id", "held", "worker", "writing", "closed", "member", "id_prefix", "leases",
+        "promised", "owned_actors",
     )
 
     def __init__(self, conn: P.NodeConn) -> None:
@@ -112,6 +113,8 @@ class ClientState:
         self.member: NodeRecord | None = None  # for a member node's connection
         self.id_prefix = b""  # how its task ids begin: whose direct call a result is
         self.leases: dict[Any, set[WorkerState]] = {}  # task shape -> the workers lent to it for such tasks
+        self.promised: set[bytes] = set()  # results of its direct calls it said are coming (PROMISE), not here yet
+        self.owned_actors: set[bytes] = set()  # live, non-detached actors it created: they die with it
 
     def __repr__(self) -> str:
         return f"<{self.role} pid={self.pid}>"

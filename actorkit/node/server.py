@@ -236,6 +236,8 @@ class Node:
         if self.callers.get(client.id_prefix) is client:
             del self.callers[client.id_prefix]
         self.leases.lessee_gone(client)
+        if client.owned_actors and client.role != "driver":
+            self.actors.owner_gone(client)
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             self.actors.driver_exited(client.job_id)

@@ -145,8 +145,9 @@ class WorkerPool:
         surplus = []
         for node in self._nodes.values():
             pool = [w for w in self.workers.values() if w.node is node and w.actor is None and not w.retiring]
+            # A worker that created live actors keeps them alive: it is never retired for idling.
             if len(pool) > node.warm_workers:
-                idle = sorted((w for w in pool if w.idle), key=lambda w: w.idle_since)
+                idle = sorted((w for w in pool if w.idle and not w.client.owned_actors), key=lambda w: w.idle_since)  # type: ignore[union-attr]
                 surplus.extend(idle[: len(pool) - node.warm_workers])
         now = time.monotonic()
         for worker in surplus:
