@@ -56,6 +56,7 @@ from .direct import Hub, Link, Loopback
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from .object_ref import ObjectRef
 from .payload import Payload
+from .metrics_batch import MetricBatch
 from .run_times import RunTimes
 from .scheduler import shape_of
 from .task_spec import TaskSpec, cancelled_error, spec_to_wire
@@ -255,6 +256,7 @@ class Client:
         self._pumping: dict[Any, bool] = {}  # shape -> a thread sends its tasks; True: look again after
         self._blocking: set[bytes] = set()  # functions seen waiting in get() on a lent worker
         self._run_times = RunTimes()  # of tasks on leases
+        self.metrics = MetricBatch(self.send_soon)  # this process's records of actorkit.util.metrics
         self._worker_links: dict[int, Link] = {}  # worker id -> connection, kept for its next lease
         # In a worker, the task it runs when the node never saw it (sent by a lessee):
         # the parent of the tasks it submits.
@@ -1509,6 +1511,11 @@ class Client:
         """Disconnect; waiters get an error, later calls a clear one."""
         if self.closed:
             return
+        try:
+            self.metrics.flush()
+        except Exception:
+            pass  # the node is gone already: nothing to report to
+        self.metrics.close()
         # Nothing more is sent: the node drops this process's references when
         # it disconnects, and a send could block behind a node that has stopped.
         self.closed = True

@@ -32,6 +32,8 @@ from . import payload as payload_codec
 from . import protocol as P
 from . import shm
 from .exceptions import ActorDiedError, TaskError
+from .metrics_batch import MetricBatch
+from .node.metrics import MetricTable
 from .object_ref import ObjectRef
 from .serialization import SerializationError, Serialized, serialize, serialize_put, task_error
 from .task_spec import ActorSpec, ArgRef, TaskSpec, split_returns
@@ -67,6 +69,8 @@ class LocalClient:
         self._named: dict[tuple[str, str], bytes] = {}
         self._task_counter = 0
         self.stats = {"tasks": 0, "actor_calls": 0, "puts": 0}
+        self._metric_table = MetricTable()  # what a node would keep of actorkit.util.metrics
+        self.metrics = MetricBatch(lambda message: self._metric_table.on_metrics(None, message))  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return (
@@ -285,6 +289,8 @@ class LocalClient:
         if operation == "resources":
             total = {"CPU": float(os.cpu_count() or 1)}
             return {"total": total, "available": dict(total)}
+        if operation == "state" and args[0] == "metrics":
+            return self._metric_table.rows()
         if operation == "nodes":
             return [{"NodeID": "local", "Alive": True, "Resources": {"CPU": float(os.cpu_count() or 1)}}]
         raise NotImplementedError(f"{operation}() is not available in local mode")

@@ -205,7 +205,11 @@ def nodes(node: Node) -> list[dict[str, Any]]:
     return rows
 
 
-_KINDS = {"tasks": tasks, "actors": actors, "objects": objects, "workers": workers, "nodes": nodes}
+def metrics(node: Node) -> list[dict[str, Any]]:
+    return node.metrics.rows()
+
+
+_KINDS = {"tasks": tasks, "actors": actors, "objects": objects, "workers": workers, "nodes": nodes, "metrics": metrics}
 
 
 def snapshot(node: Node, kind: str) -> list[dict[str, Any]]:

@@ -48,6 +48,9 @@ PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back ye
 OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
 LEASE_RETURN = 40  # (LEASE_RETURN, worker_id, lease_id) the caller is done with the worker the node lent it
 LEASE_REQUEST = 41  # (LEASE_REQUEST, shape) tasks of that shape wait here for a lent worker: lend one more
+METRICS = 42  # (METRICS, [(name, kind, description, boundaries, tags, value), ...]) records since the last
+#   METRICS, combined per tag set (metrics_batch.py): a counter's increase, a gauge's value, a histogram's
+#   ([count per bucket], sum, count)
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})

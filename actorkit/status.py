@@ -84,6 +84,7 @@ def _report(label: str, data_address: Any, key: bytes) -> None:
         actors = client.request("state", "actors")
         tasks = client.request("state", "tasks")
         workers = client.request("state", "workers")
+        metrics = client.request("state", "metrics")
     finally:
         client.close()
     print(label)
@@ -111,6 +112,12 @@ def _report(label: str, data_address: Any, key: bytes) -> None:
     for actor in alive:
         name = f" name={actor['name']!r}" if actor["name"] else ""
         print(f"    {actor['class_name']:20s} {actor['state']:10s} pid {actor['pid']}{name}  pending calls {actor['pending_calls']}")
+    if metrics:
+        print(f"  metrics: {len(metrics)}")
+    for metric in metrics:
+        tags = ",".join(f"{k}={v}" for k, v in metric["tags"].items())
+        shown = f"{metric['value']:g}" if metric["type"] != "histogram" else f"count {metric['count']} mean {metric['value']:g}"
+        print(f"    {metric['name']}{{{tags}}} {metric['type']} {shown}")
 
 
 def _amount(name: str, value: float) -> str:

@@ -254,6 +254,8 @@ class TaskExecutor:
         self._send_result(spec, payloads, False)
 
     def _send_result(self, spec: TaskSpec, payloads: list[Payload], retryable: bool, exiting: bool = False) -> None:
+        # What the task recorded reaches the node before whoever reads the result hears of it.
+        self.client.metrics.flush()
         wires = [payload_codec.to_wire(p) for p in payloads]
         link = self.direct_callers.pop(spec.task_id, None)
         if link is None:

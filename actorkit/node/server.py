@@ -9,6 +9,7 @@ Components (each in its own module, sharing records by reference)::
     WorkerPool ─ worker processes, their work, deaths   workers.py
     LeaseManager ─ workers lent to drivers              leases.py
     ActorDirectory ─ actors, their calls and deaths     actors.py
+    MetricTable ─ application metrics, added up        metrics.py
     Members ─ the cluster's other nodes (head only)     ../members.py
 
 The dispatch table maps each message kind to one bound method of one
@@ -40,6 +41,7 @@ from ..object_store import ObjectStore
 from .actors import ActorDirectory
 from .leases import LeaseManager
 from .loop import EventLoop
+from .metrics import MetricTable
 from .objects import ObjectDirectory
 from .records import ClientState, WorkerState
 from .scheduling import Scheduler
@@ -101,6 +103,7 @@ class Node:
         self.pool = WorkerPool(config, self.nodes, self.head, len(workers) + 1)
         self.leases = LeaseManager(config, self.head)
         self.actors = ActorDirectory(self.namespaces)
+        self.metrics = MetricTable()
         for component in (self.tasks, self.scheduler, self.pool, self.leases, self.actors):
             component.bind(self)
         self.objects.on_ready = self.tasks.make_ready
@@ -127,6 +130,7 @@ class Node:
             P.ACTOR_EXIT: self.actors.on_actor_exit,
             P.LEASE_RETURN: self.leases.on_lease_return,
             P.LEASE_REQUEST: self.leases.on_lease_request,
+            P.METRICS: self.metrics.on_metrics,
             P.LOG: self._on_log,
             P.REQUEST: self._on_request,
             **self.members.handlers,
@@ -300,7 +304,8 @@ class Node:
     def statistics(self) -> dict[str, Any]:
         """Every component's counters, flat (the names are unique), plus the store's and the gate's."""
         merged: dict[str, Any] = {}
-        for component in (self.loop, self.objects, self.tasks, self.scheduler, self.pool, self.leases, self.actors):
+        components = (self.loop, self.objects, self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.metrics)
+        for component in components:
             merged.update(dataclasses.asdict(component.statistics()))
         store = self.objects.store
         return dict(merged, **store.stats, store_used=store.used, gate=dict(self._gate.stats))

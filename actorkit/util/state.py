@@ -23,6 +23,7 @@ from .. import runtime
 
 __all__ = [
     "list_actors",
+    "list_metrics",
     "list_nodes",
     "list_objects",
     "list_tasks",
@@ -45,6 +46,19 @@ def _rows(kind: str, filters: list[Filter] | None, limit: int | None) -> list[di
         wanted = str(value)
         rows = [row for row in rows if (str(row.get(field)) == wanted) == (op == "=")]
     return rows if limit is None else rows[:limit]
+
+
+def list_metrics(filters: list[Filter] | None = None, limit: int | None = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """Application metrics (``actorkit.util.metrics``), one row per metric and tag set.
+
+    What this process recorded is sent first, so it is counted; other
+    processes send theirs as their tasks end, and otherwise within a second.
+    """
+    client = runtime.current_client()
+    batch = getattr(client, "metrics", None)
+    if batch is not None:
+        batch.flush()
+    return _rows("metrics", filters, limit)
 
 
 def list_tasks(filters: list[Filter] | None = None, limit: int | None = DEFAULT_LIMIT, detail: bool = False) -> list[dict[str, Any]]:
