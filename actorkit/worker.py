@@ -94,6 +94,7 @@ class TaskExecutor:
         # Set once this worker is dedicated to an actor.
         self.actor_id: bytes | None = None
         self.actor_name: str | None = None
+        self.log_name: str | None = None  # an actor's output prefix: its class, or its __repr__ if it has one
         self.actor_methods: dict[str, int] = {}
         self.actor_loop: asyncio.AbstractEventLoop | None = None  # made early by an async __init__
         self.instance: Any = None
@@ -105,8 +106,8 @@ class TaskExecutor:
 
     @property
     def task_name(self) -> str:
-        if self.actor_name is not None:
-            return self.actor_name
+        if self.log_name is not None:
+            return self.log_name
         return self.current.name if self.current is not None else "worker"
 
     def forward_output(self, is_stderr: bool, lines: list[str]) -> None:
@@ -314,7 +315,7 @@ class TaskExecutor:
 
         _, spec, class_bytes, deps, gpu_ids = message
         self.actor_id = spec.actor_id
-        self.actor_name = spec.class_name
+        self.actor_name = self.log_name = spec.class_name
         self.actor_methods = spec.methods  # for get_runtime_context().current_actor
         self.gpu_ids = gpu_ids
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1
@@ -340,6 +341,7 @@ class TaskExecutor:
             died = payload_codec.encode(death, self.client.session, True)
             self.client.send((P.ACTOR_FAILED, spec.actor_id, payload_codec.to_wire(died)))
             return False
+        self.log_name = _log_name(self.instance, spec.class_name)
         self.client.send((P.ACTOR_READY, spec.actor_id, self.direct_address))
         return True
 
@@ -647,3 +649,14 @@ def _serve_async_actor(executor: TaskExecutor, inbox: Mailbox, max_concurrency: 
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def _log_name(instance: Any, class_name: str) -> str:
+    """How an actor's output lines are prefixed: by its ``__repr__`` if its class defines
+    one (as Ray does: ``(MyActor(index=1) pid=N)``), else by its class name."""
+    if type(instance).__repr__ is object.__repr__:
+        return class_name
+    try:
+        return " ".join(repr(instance).split()) or class_name
+    except Exception:
+        return class_name  # a __repr__ that fails must not cost the actor

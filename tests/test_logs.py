@@ -214,3 +214,40 @@ def test_dedup_can_be_turned_off(tmp_path):
     assert len(matches) == 4, describe(proc)
     assert len(set(matches)) == 4, describe(proc)  # one line per worker pid
     assert "[repeated" not in out, describe(proc)
+
+
+ACTOR_REPR_DRIVER = textwrap.dedent(
+    """
+    import actorkit as ray
+
+    @ray.remote
+    class Indexed:
+        def __init__(self, index):
+            self.index = index
+            print("init output")
+
+        def __repr__(self):
+            return f"Indexed(index={self.index})"
+
+        def say(self):
+            print("method output")
+
+    @ray.remote
+    class Plain:
+        def say(self):
+            print("plain output")
+
+    ray.init(num_cpus=2)
+    ray.get([Indexed.remote(1).say.remote(), Plain.remote().say.remote()])
+    ray.shutdown()
+    """
+)
+
+
+def test_actor_output_is_prefixed_with_its_repr_when_it_defines_one(tmp_path):
+    proc = run_script(tmp_path, ACTOR_REPR_DRIVER)
+    out = output_of(proc)
+    assert proc.returncode == 0, describe(proc)
+    assert prefixed("Indexed(index=1)", "method output").search(out), describe(proc)
+    assert prefixed("Indexed", "init output").search(out), describe(proc)  # __repr__ needs __init__ done
+    assert prefixed("Plain", "plain output").search(out), describe(proc)

@@ -7,6 +7,7 @@ back and what its tables hold.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import socket
@@ -22,7 +23,6 @@ from actorkit.node import ClientState, Node, TaskRecord
 from actorkit.node.actors import ready_calls
 from actorkit.node_process import NodeConfig
 from actorkit.payload import Payload, from_wire, to_wire
-
 from actorkit.task_spec import TaskSpec, return_id, spec_to_wire
 
 INLINE = Payload(b"x", None, 0, (), None, ())
@@ -299,6 +299,6 @@ def test_statistics_are_named_and_reprs_say_what_they_hold(node):
     for component in (node.loop, node.objects, node.tasks, node.scheduler, node.pool, node.leases, node.actors):
         text = repr(component)
         assert text.startswith("<" + type(component).__name__) and "=" in text
-        with pytest.raises(Exception):
-            component.statistics().__setattr__("x", 1)  # frozen
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            component.statistics().__setattr__("x", 1)
     assert os.getpid() == node.info()["pid"]
