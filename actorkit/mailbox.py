@@ -64,20 +64,28 @@ class Mailbox:
         self.put(_NOTHING)  # the consumer's select() started before the link was there
 
     def get(self) -> Any:
-        """The next item; while there is none, read the links (called by one thread)."""
+        """The next item; while there is none, read the links (called by one thread).
+
+        Items taken from the links are returned only once the links have been
+        read during this call: a cancellation a caller sent while an earlier
+        call ran is then seen before the call it cancels starts.
+        """
+        polled = not self.stats["links"]  # no link: only put() brings work
         while True:
             with self._lock:
-                while self._items:
+                while polled and self._items:
                     item = self._items.popleft()
                     if item is not _NOTHING:
                         self._give_back()
                         return item
+                queued = bool(self._items)
             # Work may already wait on a link (tasks sent ahead): take it without
             # first borrowing the node's connection, which costs four syscalls.
             events = self._selector.select(0)
+            polled = True
             if not events:
                 with self._lock:
-                    if self._items:
+                    if queued or self._items:
                         continue
                     self._sleeping = True
                 self._borrow()

@@ -197,6 +197,12 @@ class TaskExecutor:
         except BaseException as e:  # noqa: B036
             self._report_error(spec, e)
         else:
+            if spec.task_id in self.cancelled:
+                # Cancelled, and the coroutine caught the CancelledError: its caller
+                # still gets TaskCancelledError, as in Ray.
+                self.cancelled.discard(spec.task_id)
+                self._report_error(spec, asyncio.CancelledError(f"task {spec.name} was cancelled"))
+                return
             self._report(spec, result)
 
     def _prepare(self, message: tuple[Any, ...]) -> tuple[Any, list[Any], dict[str, Any]]:

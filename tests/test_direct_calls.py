@@ -174,6 +174,49 @@ def test_cancel_a_queued_direct_call(box, signal):
     assert ray.get(box.history.remote(), timeout=T) == []
 
 
+def test_cancel_a_call_already_read_behind_a_running_one(box, signal, kill_after):
+    # The actor reads both calls at once while it is busy, starts the first,
+    # and must see the cancellation of the second before it starts that one.
+    second_signal = kill_after(SignalActor.remote())
+    busy = box.after.remote(signal, "busy")
+    ray.get(signal.wait_for_waiters.remote(1), timeout=T)
+    running = box.after.remote(second_signal, "first")
+    queued = box.record.remote("never")
+    ray.get(signal.send.remote(), timeout=T)
+    assert ray.get(busy, timeout=T) == "busy"
+    ray.get(second_signal.wait_for_waiters.remote(1), timeout=T)  # "first" runs; "never" waits in the actor
+    ray.cancel(queued)
+    ray.get(second_signal.send.remote(), timeout=T)
+    assert ray.get(running, timeout=T) == "first"
+    with pytest.raises(TaskCancelledError):
+        ray.get(queued, timeout=T)
+    assert ray.get(box.history.remote(), timeout=T) == []
+
+
+def test_cancelling_an_async_call_that_swallows_the_cancellation(ray_start_shared, kill_after):
+    @ray.remote
+    class Swallower:
+        def __init__(self):
+            self.started = asyncio.Event()
+
+        async def swallow(self):
+            self.started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                return "swallowed"
+
+        async def wait_started(self):
+            await self.started.wait()
+
+    actor = kill_after(Swallower.remote())
+    ref = actor.swallow.remote()
+    ray.get(actor.wait_started.remote(), timeout=T)
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=T)
+
+
 def test_timeout_then_the_value(box, signal):
     ref = box.after.remote(signal, "late")
     with pytest.raises(GetTimeoutError):
