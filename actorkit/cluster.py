@@ -14,20 +14,27 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 import threading
+from multiprocessing import AuthenticationError
 from typing import Any
 
-from . import runtime
+from . import node_process, runtime, session
+from . import protocol as P
+from .member import MemberNode
+from .node_process import NodeManager, serve, wait_until_stopped
+from .procutil import set_process_name
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _files(temp_dir: str | None = None) -> tuple[str, str]:
-    root = runtime.session_root(temp_dir)
+    root = session.session_root(temp_dir)
     return os.path.join(root, "cluster.json"), os.path.join(root, "cluster.key")
 
 
@@ -161,8 +168,6 @@ def find_cluster(address: str) -> tuple[Any, bytes, dict[str, Any] | None]:
 
 def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[str, Any] | None]:
     """Whether ``address`` is a member node's: then the head's address and the member."""
-    from . import protocol as P
-
     # A node that completes the handshake and then stops answering is a TimeoutError.
     channel = P.Channel(P.connect(address, authkey), timeout=P.CONNECT_TIMEOUT_S)
     try:
@@ -189,10 +194,6 @@ def run_head(
     and ``actorkit stop`` (``cluster_utils.Cluster`` does not).
     ``on_listening(address, config)`` is called once it listens on TCP.
     """
-    from . import node_process
-    from .node_process import NodeManager, serve, wait_until_stopped
-    from .procutil import set_process_name
-
     existing = read_local_cluster()
     if register and existing is not None and _node_alive(existing):
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
@@ -201,7 +202,7 @@ def run_head(
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
     tcp = (host, port) if port is not None else None
-    config = runtime.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
+    config = session.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
     key = _key_from_environment()
     if key is not None:
         config = config._replace(authkey=key)
@@ -209,7 +210,7 @@ def run_head(
     # The Manager (stop) stays on a local socket; drivers elsewhere use the data port.
     server = NodeManager(address=config.manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
     serve(config)
-    runtime.write_pids(config.session_dir, os.getpid(), os.getpid())
+    session.write_pids(config.session_dir, os.getpid(), os.getpid())
     info_path, key_path = _files()
     if register:
         _write_cluster_files(config.authkey, {"data_address": config.data_address, "pid": os.getpid(), "session_dir": config.session_dir})
@@ -231,10 +232,8 @@ def run_head(
     try:
         wait_until_stopped()
     except KeyboardInterrupt:
-        from .node_process import _control
-
-        if _control is not None:
-            _control.stop()
+        if node_process._control is not None:
+            node_process._control.stop()
     finally:
         if register:
             for path in (info_path, key_path):
@@ -242,8 +241,6 @@ def run_head(
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-        import shutil
-
         server.listener.close()  # removes its socket file, before the directory goes
         shutil.rmtree(config.session_dir, ignore_errors=True)
 
@@ -278,10 +275,6 @@ def run_member(
     on_ready: Any = None,
 ) -> None:
     """Join the head at ``address`` with this machine until the head stops, ``actorkit stop`` or a signal."""
-    from multiprocessing import AuthenticationError
-
-    from .member import MemberNode
-
     if address == "auto":
         raise SystemExit("actorkit start --address needs the head's HOST:PORT")
     head_address, key, _ = find_cluster(address)
@@ -341,7 +334,7 @@ def start_head_in_background(argv: list[str]) -> int:
     The node's own output goes to ``head.log`` beside the cluster files: it
     must not hold the terminal (or a caller's pipes) open after this returns.
     """
-    log_path = os.path.join(runtime.session_root(), "head.log" if "--head" in argv else "node.log")
+    log_path = os.path.join(session.session_root(), "head.log" if "--head" in argv else "node.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorkit", *argv, "--block"],
@@ -369,7 +362,7 @@ def start_head_in_background(argv: list[str]) -> int:
 
 
 def _node_alive(info: dict[str, Any]) -> bool:
-    return "pid" in info and runtime.process_alive(info["pid"])
+    return "pid" in info and session.process_alive(info["pid"])
 
 
 def stop_local_cluster() -> int:
@@ -391,8 +384,6 @@ def stop_local_cluster() -> int:
 
 
 def _wait_for_exit(pid: int, timeout: float) -> bool:
-    import select
-
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

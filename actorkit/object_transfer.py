@@ -29,6 +29,7 @@ from typing import Any
 
 from . import protocol as P
 from . import shm
+from .exceptions import ObjectLostError
 from .gate import Gate
 from .payload import Payload, from_wire, to_wire
 
@@ -150,8 +151,6 @@ class TransferServer:
         holder = shm.session_of(payload.segment)  # type: ignore[arg-type]
         address = self.peers.get(holder)
         if address is None:
-            from .exceptions import ObjectLostError
-
             raise ObjectLostError(f"the node holding segment {payload.segment} is not part of the cluster any more")
         size = payload.segment_size
         channel = P.Channel(P.connect(address, self._authkey))

@@ -13,7 +13,8 @@ import os
 from collections import Counter
 from typing import Any
 
-from . import cluster, runtime
+from . import cluster, session
+from .driver import connect_driver
 
 _NO_NODE = (
     "No actorkit node is running on this machine: start one with `actorkit start --head`, "
@@ -31,10 +32,10 @@ def _targets(address: str) -> list[tuple[str, Any, bytes]]:
     if local is not None:
         data_address = local["data_address"]
         found.append(("node started by `actorkit start`", tuple(data_address) if isinstance(data_address, list) else data_address, local["authkey"]))
-    root = runtime.session_root()
+    root = session.session_root()
     for name in sorted(os.listdir(root)):
         session_dir = os.path.join(root, name)
-        key_path = os.path.join(session_dir, runtime.SESSION_KEY_FILE)
+        key_path = os.path.join(session_dir, session.SESSION_KEY_FILE)
         if not name.startswith("session-") or not os.path.exists(key_path):
             continue
         try:
@@ -43,7 +44,7 @@ def _targets(address: str) -> list[tuple[str, Any, bytes]]:
             key = cluster._read_key_file(key_path)
         except (OSError, ValueError):
             continue
-        if not runtime.process_alive(node_pid):
+        if not session.process_alive(node_pid):
             continue
         found.append((f"private node of pid {driver_pid} ({_command_of(driver_pid)})", os.path.join(session_dir, "data.sock"), key))
     return found
@@ -77,7 +78,7 @@ def print_status(address: str = "auto") -> int:
 
 
 def _report(label: str, data_address: Any, key: bytes) -> None:
-    _driver, client = runtime._connect_driver(None, data_address, key, None, False, owns_node=False)
+    _driver, client = connect_driver(None, data_address, key, None, False, owns_node=False)
     try:
         nodes = client.request("nodes")
         stats = client.request("stats")
