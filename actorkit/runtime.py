@@ -170,7 +170,7 @@ class _LocalDriver:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.node_info = {"node_id": "local", "local_mode": True, "namespace": namespace}
+        self.node_info: dict[str, Any] = {"node_id": "local", "local_mode": True, "namespace": namespace}
 
 
 def _start_local_mode(namespace: str | None) -> tuple[Any, Any]:
