@@ -19,7 +19,6 @@ from typing import Any
 from . import protocol as P
 from . import session, shm
 from .client import Client
-from .cluster import find_cluster, probe_member
 from .exceptions import GetTimeoutError
 from .logs import LogPrinter
 from .node_process import NodeManager, serve
@@ -132,7 +131,7 @@ def connect_driver(
 
 def connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool) -> tuple[Driver, Client]:
     """Join a running node (``actorkit start --head``) as a driver."""
-    data_address, authkey, member = find_cluster(address)
+    data_address, authkey, member = session.find_cluster(address)
     try:
         if address != "auto":
             data_address, member = probe_member(data_address, authkey)
@@ -146,6 +145,19 @@ def connect_to_cluster(address: str, namespace: str | None, log_to_driver: bool)
         raise ConnectionError(
             f"cannot reach an actorkit node at {address}: {e}. Start one with `actorkit start --head`."
         ) from None
+
+
+def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """Whether ``address`` is a member node's: then the head's address and the member."""
+    # A node that completes the handshake and then stops answering is a TimeoutError.
+    channel = P.Channel(P.connect(address, authkey), timeout=P.CONNECT_TIMEOUT_S)
+    try:
+        info = P.call(channel, "info")
+    finally:
+        channel.close()
+    if "head" not in info:
+        return address, None
+    return tuple(info["head"]), {"transfer_address": address, "session": info["session"]}
 
 
 def _driver_message_handler(printer: LogPrinter | None) -> Any:

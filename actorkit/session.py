@@ -1,13 +1,16 @@
-"""A node's session on disk: the per-user root, session directories, their pids and key.
+"""actorkit's files on disk: the per-user root, session directories, their pids and keys,
+and the cluster files (``cluster.json``, ``cluster.key``) ``actorkit start`` writes there.
 
-Used by the driver's start-up (``runtime``/``driver``), ``actorkit start``
-(``cluster``), member nodes (``member``) and ``actorkit status``.  A session
-whose driver and node were both killed is removed by the next one started
-here (``remove_dead_sessions``).
+Used by the driver's start-up (``driver``), ``actorkit start`` (``cluster``),
+member nodes (``member``) and ``actorkit status``.  A session whose driver
+and node were both killed is removed by the next one started here
+(``remove_dead_sessions``).  A driver finds a cluster with ``find_cluster``
+without loading what runs one (``cluster``, ``member``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -137,3 +140,143 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ------------------------------------------------ the cluster started by `actorkit start`
+
+
+def cluster_files(temp_dir: str | None = None) -> tuple[str, str]:
+    root = session_root(temp_dir)
+    return os.path.join(root, "cluster.json"), os.path.join(root, "cluster.key")
+
+
+def key_from_environment() -> bytes | None:
+    text = os.environ.get("ACTORKIT_AUTHKEY")
+    if text:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(
+                "ACTORKIT_AUTHKEY is not a hex string: set it to the cluster's key in hex (the bytes "
+                "of the cluster.key file `actorkit start --head` wrote), or unset it"
+            ) from None
+    path = os.environ.get("ACTORKIT_AUTHKEY_FILE")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                key = f.read()
+        except OSError as e:
+            raise type(e)(
+                f"ACTORKIT_AUTHKEY_FILE={path}: cannot read it ({e.strerror}); set it to the key file "
+                f"`actorkit start --head` wrote (cluster.key), or unset it"
+            ) from None
+        if not key:
+            raise ValueError(f"ACTORKIT_AUTHKEY_FILE={path} is empty: set it to the key file `actorkit start --head` wrote")
+        return key
+    return None
+
+
+def read_local_cluster() -> dict[str, Any] | None:
+    """The node started on this machine by ``actorkit start``, if any."""
+    path, key_path = cluster_files()
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    try:
+        info["authkey"] = read_key_file(key_path)
+    except OSError:
+        if not node_alive(info):
+            return None  # what a node that is gone left: a new one replaces it
+        raise
+    return info
+
+
+def read_key_file(path: str) -> bytes:
+    """This user's cluster key: only from a regular file of theirs that no one else may read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the cluster key file {path} is missing while the node `actorkit start` started runs: "
+            f"`actorkit stop` and start it again, or set ACTORKIT_AUTHKEY to its key"
+        ) from None
+    except OSError:
+        if os.path.islink(path):
+            raise PermissionError(_bad_key_file(path, "is a symbolic link")) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        problem = _key_file_problem(os.fstat(f.fileno()))
+        if problem:
+            raise PermissionError(_bad_key_file(path, problem))
+        return f.read()
+
+
+def _key_file_problem(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        return f"has mode {stat.S_IMODE(st.st_mode):04o}, not 0600"
+    return None
+
+
+def _bad_key_file(path: str, problem: str) -> str:
+    return (
+        f"the cluster key file {path} {problem}: actorkit keeps its key only in a file of yours "
+        f"with mode 0600. Remove it (`actorkit stop`, then `rm {path}`) and start the node again"
+    )
+
+
+def remove_stale_key_file(path: str) -> None:
+    """Remove the key a node that is gone left (a live one was refused before); refuse a suspect file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else _key_file_problem(st)
+    if problem:
+        raise PermissionError(_bad_key_file(path, problem))
+    os.unlink(path)
+
+
+def write_key_file(path: str, authkey: bytes) -> None:
+    remove_stale_key_file(path)
+    # O_EXCL|O_NOFOLLOW: the key goes only into a new file made here, never through a link.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authkey)
+
+
+def find_cluster(address: str) -> tuple[Any, bytes, dict[str, Any] | None]:
+    """Where a driver connects for ``address`` ("auto" or "HOST:PORT"): the head's data
+    address, the key, and (on a member node's machine) that member's description."""
+    local = read_local_cluster()
+    key = key_from_environment()
+    if address == "auto":
+        if local is None:
+            raise ConnectionError(
+                "init(address='auto') found no node started on this machine; start one with "
+                "`actorkit start --head`, or call init() without an address for a private one"
+            )
+        data_address = local["data_address"]
+        if isinstance(data_address, list):
+            data_address = tuple(data_address)
+        return data_address, key or local["authkey"], local.get("member")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
+    if key is None:
+        if local is None:
+            raise ConnectionError(
+                f"no key for the cluster at {address}: set ACTORKIT_AUTHKEY (hex) or "
+                f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
+            )
+        key = local["authkey"]
+    return (host, int(port)), key, None
+
+
+def node_alive(info: dict[str, Any]) -> bool:
+    return "pid" in info and process_alive(info["pid"])

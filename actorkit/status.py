@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from typing import Any
 
-from . import cluster, session
+from . import session
 from .driver import connect_driver
 
 _NO_NODE = (
@@ -25,10 +25,10 @@ _NO_NODE = (
 def _targets(address: str) -> list[tuple[str, Any, bytes]]:
     """(what it is, data address, key) of each node to report."""
     if address != "auto":
-        data_address, key, _member = cluster.find_cluster(address)
+        data_address, key, _member = session.find_cluster(address)
         return [(f"node at {address}", data_address, key)]
     found: list[tuple[str, Any, bytes]] = []
-    local = cluster.read_local_cluster()
+    local = session.read_local_cluster()
     if local is not None:
         data_address = local["data_address"]
         found.append(("node started by `actorkit start`", tuple(data_address) if isinstance(data_address, list) else data_address, local["authkey"]))
@@ -41,7 +41,7 @@ def _targets(address: str) -> list[tuple[str, Any, bytes]]:
         try:
             with open(os.path.join(session_dir, "pids")) as f:
                 driver_pid, node_pid = (int(p) for p in f.read().split())
-            key = cluster._read_key_file(key_path)
+            key = session.read_key_file(key_path)
         except (OSError, ValueError):
             continue
         if not session.process_alive(node_pid):

@@ -73,7 +73,7 @@ def test_the_key_is_written_to_a_new_file_of_mode_0600(local_files):
     with open(key_path, "rb") as f:
         assert f.read() == b"new-key"
     assert os.stat(key_path).st_mode & 0o777 == 0o600
-    assert cluster.read_local_cluster()["authkey"] == b"new-key"
+    assert session.read_local_cluster()["authkey"] == b"new-key"
 
 
 def test_a_premade_readable_key_file_is_refused(local_files):
@@ -101,7 +101,7 @@ def test_a_key_file_symlink_is_never_followed(local_files):
     with open(os.path.join(local_files, "cluster.json"), "w") as f:
         f.write('{"pid": %d, "data_address": "x"}' % os.getpid())
     with pytest.raises(PermissionError, match="symbolic link"):
-        cluster.read_local_cluster()
+        session.read_local_cluster()
 
 
 def test_a_missing_key_file_of_a_live_node_names_its_path(local_files):
@@ -114,7 +114,7 @@ def test_a_missing_key_file_of_a_live_node_names_its_path(local_files):
     # The description of a node that is gone is no node at all.
     with open(os.path.join(local_files, "cluster.json"), "w") as f:
         f.write('{"pid": %d, "data_address": "x"}' % _a_dead_pid())
-    assert cluster.read_local_cluster() is None
+    assert session.read_local_cluster() is None
 
 
 def _a_dead_pid() -> int:
