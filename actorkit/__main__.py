@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+
+from . import cluster, runtime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     dashboard.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     args = parser.parse_args(argv)
 
-    from . import cluster
-
     if args.command == "stop":
         return cluster.stop_local_cluster()
     if args.command == "dashboard":
         return _serve_dashboard(args.address, args.port)
     if args.command == "status":
-        from .status import print_status
+        from .status import print_status  # lazy: `actorkit start` (a node) loads no driver client
 
         return print_status(args.address)
     if args.head == bool(args.address):
@@ -58,15 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve_dashboard(address: str, port: int) -> int:
-    import threading
-
-    import actorkit
-
-    from . import runtime
-    from .dashboard import Dashboard
+    from .dashboard import Dashboard  # lazy: http.server loads for `actorkit dashboard` only
 
     try:
-        actorkit.init(address=address, log_to_driver=False)
+        runtime.init(address=address, log_to_driver=False)
     except ConnectionError as e:
         print(f"actorkit dashboard: {e}")
         return 1
@@ -78,7 +74,7 @@ def _serve_dashboard(address: str, port: int) -> int:
         pass
     finally:
         page.stop()
-        actorkit.shutdown()
+        runtime.shutdown()
     return 0
 
 

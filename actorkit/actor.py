@@ -18,11 +18,13 @@ import inspect
 import os
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import runtime, runtime_env
+from . import context, runtime_env
 from .call_check import Binder
 from .dag import ClassMethodNode, ClassNode
-from .object_ref import ObjectRef
+from .exceptions import _ExitActor
+from .object_ref import ObjectRef, record_contained_ref
 from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
+from .strategy import strategy_to_wire
 
 ACTOR_OPTIONS = frozenset(
     {
@@ -117,7 +119,9 @@ class ActorClass(Generic[T]):
     """A class made an actor by ``@remote``: ``Cls.remote(*args)`` starts one."""
 
     def __init__(self, cls: type, options: dict[str, Any], _export: Any = None) -> None:
-        from .remote_function import _Export
+        from .remote_function import (
+            _Export,  # lazy: cloudpickle loads on the first @remote, not on import
+        )
 
         validate_actor_options(options, f"@remote on class {cls.__qualname__}")
         self._cls = cls
@@ -181,13 +185,13 @@ class ActorClass(Generic[T]):
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Start an actor; returns its handle at once (``__init__`` runs in the background)."""
+        # lazy, all three: import actorkit loads no wire protocol, cloudpickle or payload codec
         from . import protocol as P
         from .remote_function import encode_arguments, function_bytes_to_send
-        from .strategy import strategy_to_wire
         from .task_spec import ActorSpec
 
         self._binders()[0].check(args, kwargs)
-        client = runtime.current_client()
+        client = context.current_client()
         options = self._options
         arguments = encode_arguments(args, kwargs, client, f"{self._cls.__qualname__}()")
         explicit_cpus = options.get("num_cpus") is not None
@@ -196,7 +200,7 @@ class ActorClass(Generic[T]):
         max_concurrency = options.get("max_concurrency") or (1000 if self._is_async else 1)
         spec = ActorSpec(
             actor_id=client.new_task_id() + os.urandom(4),
-            job_id=runtime.current_job_id(),
+            job_id=context.current_job_id(),
             class_name=self.__qualname__,
             function_id=self._export.function_id,
             function_bytes=function_bytes_to_send(client, self._export, self._cls),
@@ -234,7 +238,7 @@ def _method_binder(cls: type, name: str, where: str) -> Binder:
 
 
 def _rebuild_class(cls: type, options: dict[str, Any], function_id: bytes) -> ActorClass:
-    from .remote_function import _Export
+    from .remote_function import _Export  # lazy: as in ActorClass.__init__
 
     return ActorClass(cls, options, _Export(function_id))
 
@@ -282,6 +286,7 @@ class ActorMethod:
         return ClassMethodNode.of_live_actor(self, self._name, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        # lazy, all three: import actorkit loads no wire protocol, cloudpickle or payload codec
         from . import protocol as P
         from .remote_function import encode_arguments
         from .task_spec import TaskSpec
@@ -289,11 +294,11 @@ class ActorMethod:
         if self._binder is not None:
             self._binder.check(args, kwargs)
         target = self._target
-        client = runtime.client_for(target.ref, f"actor {target.class_name}")
+        client = context.client_for(target.ref, f"actor {target.class_name}")
         arguments = encode_arguments(args, kwargs, client, f"{target.class_name}.{self._name}()")
         spec = TaskSpec(
             task_id=client.new_task_id(),
-            job_id=runtime.current_job_id(),
+            job_id=context.current_job_id(),
             name=f"{target.class_name}.{self._name}",
             function_id=b"",
             function_bytes=None,
@@ -308,7 +313,7 @@ class ActorMethod:
             method=self._name,
         )
         refs = client.submit(spec, P.ACTOR_CALL)
-        executor = runtime.current_executor()
+        executor = context.current_executor()
         if executor is not None and executor.serial_actor and executor.actor_id == target.actor_id:
             executor.self_calls.update(r._id for r in refs)
         if self._num_returns == 1:
@@ -354,20 +359,14 @@ class ActorHandle:
         return hash(self._actor_id)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from .object_ref import record_contained_ref
-
         record_contained_ref(self._actor_id)
         return (_rebuild_handle, (self._actor_id, self._class_name, self._methods))
 
 
 def _rebuild_handle(actor_id: bytes, class_name: str, methods: dict[str, int]) -> ActorHandle:
-    client = runtime.client_if_connected()
+    client = context.client_if_connected()
     ref = client.adopt_ref(actor_id) if client is not None else None
     return ActorHandle(actor_id, class_name, methods, ref)
-
-
-class _ExitActor(SystemExit):
-    """Raised by exit_actor(): the actor's process ends after the current call."""
 
 
 def exit_actor() -> None:
@@ -375,7 +374,7 @@ def exit_actor() -> None:
 
     Calls still pending fail with ``ActorDiedError``; the actor is not restarted.
     """
-    executor = runtime.current_executor()
+    executor = context.current_executor()
     if executor is None or executor.actor_id is None:
         raise TypeError("exit_actor() must be called from inside an actor method")
     raise _ExitActor(0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
-from . import runtime
+from . import context, runtime
+from .actor import ActorClass, ActorHandle
 from .object_ref import ObjectRef
 
 if TYPE_CHECKING:
-    from .actor import ActorClass
     from .remote_function import RemoteFunction
 
 
@@ -116,10 +116,10 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        from .actor import ActorClass
-
         return ActorClass(target, options)
-    from .remote_function import RemoteFunction
+    from .remote_function import (
+        RemoteFunction,  # lazy: cloudpickle loads on the first @remote, not on import
+    )
 
     return RemoteFunction(target, options)
 
@@ -150,7 +150,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """
     timeout = _check_timeout(timeout, "get()")
     if isinstance(object_refs, ObjectRef):
-        client = runtime.client_for(object_refs, repr(object_refs))
+        client = context.client_for(object_refs, repr(object_refs))
         _check_not_waiting_on_self([object_refs])
         return client.get([object_refs], timeout)[0]
     if isinstance(object_refs, list):
@@ -161,10 +161,10 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
                     f"Attempting to call `get` on the value {ref!r:.60}, which is not an ObjectRef: "
                     f"'object_refs' must either be an ObjectRef or a list of ObjectRefs"
                 )
-        client = runtime.current_client()
+        client = context.current_client()
         for ref in object_refs:
             if ref._client is not client:
-                runtime.client_for(ref, repr(ref))  # raises for a ref of an ended session
+                context.client_for(ref, repr(ref))  # raises for a ref of an ended session
         _check_not_waiting_on_self(object_refs)
         return client.get(object_refs, timeout)
     # ValueError, as Ray raises: a value where a ref belongs is a wrong value.
@@ -181,7 +181,7 @@ def put(value: Any) -> ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
             "wrap the ObjectRef in a list and put that."
         )
-    return runtime.current_client().put(value)
+    return context.current_client().put(value)
 
 
 def wait(
@@ -217,7 +217,7 @@ def wait(
     if len(set(object_refs)) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     timeout = _check_timeout(timeout, "wait()")
-    client = runtime.current_client()
+    client = context.current_client()
     _check_not_waiting_on_self(object_refs)
     ready_ids = client.wait_ready([r._id for r in object_refs], num_returns, timeout)
     ready = [r for r in object_refs if r._id in ready_ids][:num_returns]
@@ -226,7 +226,7 @@ def wait(
 
 
 def _check_not_waiting_on_self(refs: list[ObjectRef]) -> None:
-    executor = runtime.current_executor()
+    executor = context.current_executor()
     if executor is not None and executor.self_calls:
         executor.check_not_waiting_on_self([r._id for r in refs])
 
@@ -237,23 +237,19 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     Calls still pending fail with ActorDiedError.  With ``no_restart=False`` an
     actor that has restarts left is restarted instead.
     """
-    from .actor import ActorHandle
-
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, not {type(actor).__name__}; use cancel() for tasks")
-    client = runtime.client_for(actor._ref, f"actor {actor._class_name}")
+    client = context.client_for(actor._ref, f"actor {actor._class_name}")
     client.forget_route(actor._actor_id)  # later calls go through the node, which knows it is dead
     client.request("kill", actor._actor_id, bool(no_restart))
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
     """The handle of the live actor named ``name`` in ``namespace`` (default: this job's)."""
-    from .actor import ActorHandle
-
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, not {name!r}")
-    client = runtime.current_client()
-    actor_id, class_name, methods = client.request("get_actor", name, namespace, runtime.current_job_id())
+    client = context.current_client()
+    actor_id, class_name, methods = client.request("get_actor", name, namespace, context.current_job_id())
     return ActorHandle(actor_id, class_name, methods, client.own_actor(actor_id))
 
 
@@ -268,25 +264,25 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
-    client = runtime.client_for(object_ref, repr(object_ref))
+    client = context.client_for(object_ref, repr(object_ref))
     if not client.cancel_direct(object_ref.task_id(), bool(force), bool(recursive)):
         client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))
 
 
 def get_gpu_ids() -> list[int]:
     """The ids of the GPUs this task or actor holds (``CUDA_VISIBLE_DEVICES``)."""
-    executor = runtime.current_executor()
+    executor = context.current_executor()
     return list(executor.gpu_ids) if executor is not None else []
 
 
 def cluster_resources() -> dict[str, float]:
     """The total resources of the cluster."""
-    return runtime.current_client().request("resources")["total"]
+    return context.current_client().request("resources")["total"]
 
 
 def available_resources() -> dict[str, float]:
     """The resources not held by running tasks and actors right now."""
-    client = runtime.current_client()
+    client = context.current_client()
     client.return_idle_leases()  # an idle worker lent to this process is free for others
     available = client.request("resources")["available"]
     return {name: amount for name, amount in available.items() if amount > 0}
@@ -294,7 +290,7 @@ def available_resources() -> dict[str, float]:
 
 def nodes() -> list[dict[str, Any]]:
     """The cluster's nodes, as Ray describes them (dead ones included, ``Alive`` False)."""
-    return runtime.current_client().request("nodes")
+    return context.current_client().request("nodes")
 
 
 class RuntimeContext(NamedTuple):
@@ -319,12 +315,10 @@ class RuntimeContext(NamedTuple):
     @property
     def current_actor(self) -> Any:
         """The handle of the actor this code runs in (Ray's ``current_actor``)."""
-        from .actor import ActorHandle
-
-        executor = runtime.current_executor()
+        executor = context.current_executor()
         if executor is None or executor.actor_id is None:
             raise RuntimeError("current_actor is only available inside an actor's methods")
-        client = runtime.current_client()
+        client = context.current_client()
         return ActorHandle(executor.actor_id, executor.actor_name or "", executor.actor_methods, client.adopt_ref(executor.actor_id))
 
     def get_node_id(self) -> str:
@@ -336,11 +330,11 @@ class RuntimeContext(NamedTuple):
 
 def get_runtime_context() -> RuntimeContext:
     """Information about the calling driver, task or actor."""
-    runtime.current_client()
-    executor = runtime.current_executor()
+    context.current_client()
+    executor = context.current_executor()
     task = executor.current if executor is not None else None
     return RuntimeContext(
-        job_id=runtime.current_job_id().hex(),
+        job_id=context.current_job_id().hex(),
         task_id=task.task_id.hex() if task is not None else None,
         actor_id=executor.actor_id.hex() if executor is not None and executor.actor_id else None,
         node_id=runtime.node_id(),

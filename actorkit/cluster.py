@@ -14,164 +14,23 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
+from multiprocessing import AuthenticationError
 from typing import Any
 
-from . import runtime
+from . import node_process, runtime, session
+from .member import MemberNode
+from .node_process import NodeManager, serve, wait_until_stopped
+from .procutil import set_process_name
+from .session import find_cluster, read_local_cluster
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-
-def _files(temp_dir: str | None = None) -> tuple[str, str]:
-    root = runtime.session_root(temp_dir)
-    return os.path.join(root, "cluster.json"), os.path.join(root, "cluster.key")
-
-
-def _key_from_environment() -> bytes | None:
-    text = os.environ.get("ACTORKIT_AUTHKEY")
-    if text:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(
-                "ACTORKIT_AUTHKEY is not a hex string: set it to the cluster's key in hex (the bytes "
-                "of the cluster.key file `actorkit start --head` wrote), or unset it"
-            ) from None
-    path = os.environ.get("ACTORKIT_AUTHKEY_FILE")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                key = f.read()
-        except OSError as e:
-            raise type(e)(
-                f"ACTORKIT_AUTHKEY_FILE={path}: cannot read it ({e.strerror}); set it to the key file "
-                f"`actorkit start --head` wrote (cluster.key), or unset it"
-            ) from None
-        if not key:
-            raise ValueError(f"ACTORKIT_AUTHKEY_FILE={path} is empty: set it to the key file `actorkit start --head` wrote")
-        return key
-    return None
-
-
-def read_local_cluster() -> dict[str, Any] | None:
-    """The node started on this machine by ``actorkit start``, if any."""
-    path, key_path = _files()
-    try:
-        with open(path) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return None
-    try:
-        info["authkey"] = _read_key_file(key_path)
-    except OSError:
-        if not _node_alive(info):
-            return None  # what a node that is gone left: a new one replaces it
-        raise
-    return info
-
-
-def _read_key_file(path: str) -> bytes:
-    """This user's cluster key: only from a regular file of theirs that no one else may read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"the cluster key file {path} is missing while the node `actorkit start` started runs: "
-            f"`actorkit stop` and start it again, or set ACTORKIT_AUTHKEY to its key"
-        ) from None
-    except OSError:
-        if os.path.islink(path):
-            raise PermissionError(_bad_key_file(path, "is a symbolic link")) from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        problem = _key_file_problem(os.fstat(f.fileno()))
-        if problem:
-            raise PermissionError(_bad_key_file(path, problem))
-        return f.read()
-
-
-def _key_file_problem(st: os.stat_result) -> str | None:
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file"
-    if st.st_uid != os.getuid():
-        return f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
-    if stat.S_IMODE(st.st_mode) != 0o600:
-        return f"has mode {stat.S_IMODE(st.st_mode):04o}, not 0600"
-    return None
-
-
-def _bad_key_file(path: str, problem: str) -> str:
-    return (
-        f"the cluster key file {path} {problem}: actorkit keeps its key only in a file of yours "
-        f"with mode 0600. Remove it (`actorkit stop`, then `rm {path}`) and start the node again"
-    )
-
-
-def _remove_stale_key_file(path: str) -> None:
-    """Remove the key a node that is gone left (a live one was refused before); refuse a suspect file."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else _key_file_problem(st)
-    if problem:
-        raise PermissionError(_bad_key_file(path, problem))
-    os.unlink(path)
-
-
-def _write_key_file(path: str, authkey: bytes) -> None:
-    _remove_stale_key_file(path)
-    # O_EXCL|O_NOFOLLOW: the key goes only into a new file made here, never through a link.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(authkey)
-
-
-def find_cluster(address: str) -> tuple[Any, bytes, dict[str, Any] | None]:
-    """Where a driver connects for ``address`` ("auto" or "HOST:PORT"): the head's data
-    address, the key, and (on a member node's machine) that member's description."""
-    local = read_local_cluster()
-    key = _key_from_environment()
-    if address == "auto":
-        if local is None:
-            raise ConnectionError(
-                "init(address='auto') found no node started on this machine; start one with "
-                "`actorkit start --head`, or call init() without an address for a private one"
-            )
-        data_address = local["data_address"]
-        if isinstance(data_address, list):
-            data_address = tuple(data_address)
-        return data_address, key or local["authkey"], local.get("member")
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"init(address={address!r}): expected 'auto' or 'HOST:PORT'")
-    if key is None:
-        if local is None:
-            raise ConnectionError(
-                f"no key for the cluster at {address}: set ACTORKIT_AUTHKEY (hex) or "
-                f"ACTORKIT_AUTHKEY_FILE to the key written by `actorkit start --head`"
-            )
-        key = local["authkey"]
-    return (host, int(port)), key, None
-
-
-def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[str, Any] | None]:
-    """Whether ``address`` is a member node's: then the head's address and the member."""
-    from . import protocol as P
-
-    # A node that completes the handshake and then stops answering is a TimeoutError.
-    channel = P.Channel(P.connect(address, authkey), timeout=P.CONNECT_TIMEOUT_S)
-    try:
-        info = P.call(channel, "info")
-    finally:
-        channel.close()
-    if "head" not in info:
-        return address, None
-    return tuple(info["head"]), {"transfer_address": address, "session": info["session"]}
 
 def run_head(
     num_cpus: float | None,
@@ -189,28 +48,24 @@ def run_head(
     and ``actorkit stop`` (``cluster_utils.Cluster`` does not).
     ``on_listening(address, config)`` is called once it listens on TCP.
     """
-    from . import node_process
-    from .node_process import NodeManager, serve, wait_until_stopped
-    from .procutil import set_process_name
-
     existing = read_local_cluster()
-    if register and existing is not None and _node_alive(existing):
+    if register and existing is not None and session.node_alive(existing):
         raise SystemExit("a node started by `actorkit start` already runs here; `actorkit stop` it first")
     if register:
-        _remove_stale_key_file(_files()[1])  # a suspect key file stops us before any process starts
+        session.remove_stale_key_file(session.cluster_files()[1])  # a suspect key file stops us before any process starts
     totals = runtime._validated_resources(num_cpus, num_gpus, resources)
     store_memory = runtime._validated_store_memory(object_store_memory)
     tcp = (host, port) if port is not None else None
-    config = runtime.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
-    key = _key_from_environment()
+    config = session.new_node_config(totals, store_memory, owner_pid=0, tcp_address=tcp)
+    key = session.key_from_environment()
     if key is not None:
         config = config._replace(authkey=key)
     set_process_name("actorkit:node")
     # The Manager (stop) stays on a local socket; drivers elsewhere use the data port.
     server = NodeManager(address=config.manager_address, authkey=config.authkey).get_server()  # type: ignore[attr-defined]
     serve(config)
-    runtime.write_pids(config.session_dir, os.getpid(), os.getpid())
-    info_path, key_path = _files()
+    session.write_pids(config.session_dir, os.getpid(), os.getpid())
+    info_path, key_path = session.cluster_files()
     if register:
         _write_cluster_files(config.authkey, {"data_address": config.data_address, "pid": os.getpid(), "session_dir": config.session_dir})
     threading.Thread(target=server.serve_forever, name="actorkit-manager", daemon=True).start()
@@ -231,10 +86,8 @@ def run_head(
     try:
         wait_until_stopped()
     except KeyboardInterrupt:
-        from .node_process import _control
-
-        if _control is not None:
-            _control.stop()
+        if node_process._control is not None:
+            node_process._control.stop()
     finally:
         if register:
             for path in (info_path, key_path):
@@ -242,8 +95,6 @@ def run_head(
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-        import shutil
-
         server.listener.close()  # removes its socket file, before the directory goes
         shutil.rmtree(config.session_dir, ignore_errors=True)
 
@@ -259,8 +110,8 @@ def _warn_if_exposed(host: str) -> None:
 
 
 def _write_cluster_files(authkey: bytes, info: dict[str, Any]) -> None:
-    info_path, key_path = _files()
-    _write_key_file(key_path, authkey)
+    info_path, key_path = session.cluster_files()
+    session.write_key_file(key_path, authkey)
     with open(info_path + ".tmp", "w") as f:
         json.dump(info, f)
     os.replace(info_path + ".tmp", info_path)
@@ -278,10 +129,6 @@ def run_member(
     on_ready: Any = None,
 ) -> None:
     """Join the head at ``address`` with this machine until the head stops, ``actorkit stop`` or a signal."""
-    from multiprocessing import AuthenticationError
-
-    from .member import MemberNode
-
     if address == "auto":
         raise SystemExit("actorkit start --address needs the head's HOST:PORT")
     head_address, key, _ = find_cluster(address)
@@ -297,7 +144,7 @@ def run_member(
     except OSError as e:
         raise SystemExit(f"cannot reach the head at {address}: {e}") from None
     existing = read_local_cluster()
-    register = register and not (existing is not None and _node_alive(existing))
+    register = register and not (existing is not None and session.node_alive(existing))
     if register:
         _write_cluster_files(
             key,
@@ -327,7 +174,7 @@ def run_member(
         member.run(joined)
     finally:
         if register:
-            for path in _files():
+            for path in session.cluster_files():
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -341,7 +188,7 @@ def start_head_in_background(argv: list[str]) -> int:
     The node's own output goes to ``head.log`` beside the cluster files: it
     must not hold the terminal (or a caller's pipes) open after this returns.
     """
-    log_path = os.path.join(runtime.session_root(), "head.log" if "--head" in argv else "node.log")
+    log_path = os.path.join(session.session_root(), "head.log" if "--head" in argv else "node.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorkit", *argv, "--block"],
@@ -368,16 +215,12 @@ def start_head_in_background(argv: list[str]) -> int:
     return 0
 
 
-def _node_alive(info: dict[str, Any]) -> bool:
-    return "pid" in info and runtime.process_alive(info["pid"])
-
-
 def stop_local_cluster() -> int:
     """Stop the node started on this machine by ``actorkit start``."""
     info = read_local_cluster()
-    if info is None or not _node_alive(info):
+    if info is None or not session.node_alive(info):
         print("no actorkit node started by `actorkit start` runs on this machine")
-        for path in _files():
+        for path in session.cluster_files():
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -391,8 +234,6 @@ def stop_local_cluster() -> int:
 
 
 def _wait_for_exit(pid: int, timeout: float) -> bool:
-    import select
-
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

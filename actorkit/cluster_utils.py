@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 from typing import Any
+
+from . import runtime, shm
+from .cluster import run_head, run_member
+from .procutil import main_module_hidden
 
 _spawn = multiprocessing.get_context("spawn")
 _START_TIMEOUT_S = 60
@@ -69,9 +74,7 @@ class Cluster:
         self.shutdown()
 
     def connect(self, **init_args: Any) -> Any:
-        import actorkit
-
-        return actorkit.init(address=self.address, **init_args)
+        return runtime.init(address=self.address, **init_args)
 
     def add_node(
         self,
@@ -89,8 +92,6 @@ class Cluster:
         is_head = self.head_node is None
         target = _run_head if is_head else _run_member
         process = _spawn.Process(target=target, args=(self.address, self._key, arguments, send), name="actorkit-cluster-node")
-        from .procutil import main_module_hidden
-
         with main_module_hidden():  # a node runs none of the driver's script
             process.start()
         send.close()
@@ -122,10 +123,6 @@ class Cluster:
             node.process.join()
         if not allow_graceful:
             # What a killed node leaves, its machine's next start would remove; here, now.
-            import shutil
-
-            from . import shm
-
             shm.unlink_session(node._session)
             shutil.rmtree(node._session_dir, ignore_errors=True)
         if node is self.head_node:
@@ -141,10 +138,8 @@ class Cluster:
 
     def shutdown(self) -> None:
         """Disconnect this driver if it is connected here, then stop every node."""
-        import actorkit
-
-        if actorkit.is_initialized():
-            actorkit.shutdown()
+        if runtime.is_initialized():
+            runtime.shutdown()
         for node in reversed(self.list_all_nodes()):
             self.remove_node(node)
         if self._saved_key is None:
@@ -160,8 +155,6 @@ def _quiet() -> None:
 
 
 def _run_head(_address: str, key: bytes, arguments: tuple[Any, ...], ready: Any) -> None:
-    from .cluster import run_head
-
     _quiet()
     os.environ["ACTORKIT_AUTHKEY"] = key.hex()
     num_cpus, num_gpus, resources, store = arguments
@@ -176,8 +169,6 @@ def _run_head(_address: str, key: bytes, arguments: tuple[Any, ...], ready: Any)
 
 
 def _run_member(address: str, key: bytes, arguments: tuple[Any, ...], ready: Any) -> None:
-    from .cluster import run_member
-
     _quiet()
     os.environ["ACTORKIT_AUTHKEY"] = key.hex()
     num_cpus, num_gpus, resources, store = arguments

@@ -34,7 +34,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import protocol as P
 
@@ -45,6 +45,13 @@ OnLost = Callable[["Link"], None]
 def socket_path(session_dir: str, pid: int) -> str:
     """Where the worker process ``pid`` of the node with ``session_dir`` takes direct calls."""
     return os.path.join(session_dir, f"worker-{pid}.sock")
+
+
+class HubStatistics(NamedTuple):
+    links: int  # open now
+    suspended: int  # read for now by a caller waiting on it, not by the hub
+    added: int  # since start
+    lost: int  # since start: closed by the other side, or dropped
 
 
 class Link:
@@ -68,7 +75,7 @@ class Link:
         whom = f"actor {self.actor_id.hex()[:12]}" if self.actor_id else "caller"
         if self.lent_worker is not None:
             whom = f"lent worker {self.lent_worker}"
-        return f"<Link to {whom} fd={self.sock.fileno()}>"
+        return f"<Link to {whom} {'closed' if self.closed else f'fd={self.sock.fileno()}'}>"
 
     def send(self, messages: list[tuple[Any, ...]]) -> None:
         frame = P.encode(messages)
@@ -120,7 +127,13 @@ class Hub:
         self.stats = {"links": 0, "lost": 0}
 
     def __repr__(self) -> str:
-        return f"<Hub links={len(self._links)} {self.stats}>"
+        s = self.statistics()
+        state = " closed" if self._closed else ""
+        return f"<Hub{state} links={s.links} suspended={s.suspended} added={s.added} lost={s.lost}>"
+
+    def statistics(self) -> HubStatistics:
+        # No lock: len() is atomic, and repr() must not wait (or deadlock) on one.
+        return HubStatistics(len(self._links), len(self._suspended), self.stats["links"], self.stats["lost"])
 
     def connect(self, address: str, authkey: bytes, actor_id: bytes | None, on_messages: OnMessages, on_lost: OnLost) -> Link:
         """A link to the worker listening at ``address`` (OSError or EOFError if it is gone)."""

@@ -225,6 +225,13 @@ class SerializationError(TypeError):
         return error
 
 
+class _ExitActor(SystemExit):
+    """Raised by ``actor.exit_actor()``: the actor's process ends after the current call.
+
+    Here, not in ``actor``, so that the worker recognises it without importing the API.
+    """
+
+
 def _article(name: str) -> str:
     return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 

@@ -23,13 +23,20 @@ import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
-from typing import Any
+from typing import Any, NamedTuple
 
 from .protocol import shut
 
 # Overridable for tests through the environment of the node's process.
 HANDSHAKE_TIMEOUT_S = float(os.environ.get("ACTORKIT_HANDSHAKE_TIMEOUT_S", "") or 5.0)
 MAX_PENDING_HANDSHAKES = 16  # per listening socket
+
+
+class GateStatistics(NamedTuple):
+    listening: int  # sockets it listens on
+    accepted: int  # connections that passed the handshake
+    refused: int  # connections that failed it (a wrong key)
+    dropped: int  # connections that went before finishing it
 
 
 class Gate:
@@ -43,7 +50,13 @@ class Gate:
         self.stats = {"accepted": 0, "refused": 0, "dropped": 0}
 
     def __repr__(self) -> str:
-        return f"<Gate listening={len(self._sockets)} {self.stats}>"
+        s = self.statistics()
+        state = "closed" if self._closed else f"on {self.addresses}"
+        return f"<Gate {state} accepted={s.accepted} refused={s.refused} dropped={s.dropped}>"
+
+    def statistics(self) -> GateStatistics:
+        stats = self.stats
+        return GateStatistics(len(self._sockets), stats["accepted"], stats["refused"], stats["dropped"])
 
     @property
     def addresses(self) -> list[Any]:

@@ -31,7 +31,7 @@ from typing import Any
 from . import payload as payload_codec
 from . import protocol as P
 from . import shm
-from .exceptions import ActorDiedError, TaskError
+from .exceptions import ActorDiedError, ObjectLostError, TaskError
 from .metrics_batch import MetricBatch
 from .node.metrics import MetricTable
 from .object_ref import ObjectRef
@@ -139,8 +139,6 @@ class LocalClient:
         try:
             serialized, is_error = self._objects[object_id]
         except KeyError:
-            from .exceptions import ObjectLostError
-
             raise ObjectLostError(f"object {object_id.hex()} is not in this local-mode session") from None
         value = pickle.loads(serialized.data, buffers=serialized.buffers)
         if is_error:

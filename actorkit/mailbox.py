@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import protocol as P
 from .direct import Hub, Link
 
 
@@ -159,8 +160,6 @@ class Mailbox:
             hub.resume(link)
 
     def _read(self, link: Link) -> None:
-        from . import protocol as P
-
         try:
             messages = link.reader.feed()
         except P.ChannelClosed:

@@ -26,11 +26,11 @@ import threading
 from typing import Any
 
 from . import protocol as P
-from . import runtime, shm
+from . import session, shm
 from .members import DEAD_AFTER_S, HEARTBEAT_S
-from .node_process import spawn_worker
 from .object_transfer import TransferServer
 from .procutil import set_process_name
+from .worker_process import spawn_worker
 
 _WILDCARDS = ("", "0.0.0.0", "::")
 _HEAD_SILENCE_S = DEAD_AFTER_S + HEARTBEAT_S
@@ -51,9 +51,9 @@ class MemberNode:
         self.head_address = head_address
         self._sock = P.connect(head_address, authkey)  # first: a wrong key leaves nothing behind
         self._channel = P.Channel(self._sock, timeout=_HEAD_SILENCE_S)  # a silent head is a dead one
-        self.config = runtime.new_node_config(resources, object_store_memory, owner_pid=0)._replace(authkey=authkey)
+        self.config = session.new_node_config(resources, object_store_memory, owner_pid=0)._replace(authkey=authkey)
         shm.hold_session(self.config.session)  # before any segment: alive while this process is
-        runtime.write_pids(self.config.session_dir, os.getpid(), os.getpid())
+        session.write_pids(self.config.session_dir, os.getpid(), os.getpid())
         self.transfer = TransferServer(
             self.config.session,
             authkey,

@@ -17,7 +17,7 @@ treated as crashed, its objects as lost, and its copies forgotten.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import protocol as P
 from . import shm
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 
 HEARTBEAT_S = 0.5
 DEAD_AFTER_S = 2.0  # a dead node is noticed within this plus one loop turn: under 3 s
+
+
+class MembersStatistics(NamedTuple):
+    nodes: int  # the head's own included
+    alive: int
+    copies: int  # objects with a copy on some other node
+    spread: int  # SPREAD tasks and actors started, over all nodes
 
 
 class NodeRecord:
@@ -54,7 +61,8 @@ class NodeRecord:
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"dead ({self.death})"
-        return f"<NodeRecord {self.node_id[:8]} {self.hostname} {state} {self.ledger!r}>"
+        role = "head" if self.client is None else f"member pid={self.pid}"
+        return f"<NodeRecord {self.node_id[:8]} {role} {self.hostname} {state} {self.ledger!r}>"
 
     @property
     def warm_workers(self) -> int:
@@ -119,8 +127,14 @@ class Members:
         }
 
     def __repr__(self) -> str:
-        alive = sum(1 for n in self.by_session.values() if n.alive)
-        return f"<Members nodes={len(self.by_session)} alive={alive} copies={len(self.copies)}>"
+        s = self.statistics()
+        return f"<Members nodes={s.nodes} alive={s.alive} copies={s.copies} spread={s.spread}>"
+
+    def statistics(self) -> MembersStatistics:
+        nodes = list(self.by_session.values())
+        return MembersStatistics(
+            len(nodes), sum(1 for n in nodes if n.alive), len(self.copies), sum(n.spread for n in nodes)
+        )
 
     def send(self, node: NodeRecord, message: tuple[Any, ...]) -> None:
         if node.client is not None and node.alive:

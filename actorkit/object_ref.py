@@ -11,6 +11,8 @@ import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import context
+
 if TYPE_CHECKING:
     import concurrent.futures
 
@@ -98,18 +100,14 @@ class ObjectRef(Generic[T]):
 
 
 def _client_of(ref: ObjectRef) -> Client:
-    from .runtime import current_client
-
     client = ref._client
     if client is None or client.closed:
-        return current_client()
+        return context.current_client()
     return client
 
 
 def _rebuild_ref(object_id: bytes) -> ObjectRef:
-    from .runtime import client_if_connected
-
-    client = client_if_connected()
+    client = context.client_if_connected()
     if client is None:
         return ObjectRef(object_id, None)
     return client.adopt_ref(object_id)

@@ -24,6 +24,7 @@ import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from . import shm
 from .exceptions import ObjectStoreFullError
@@ -32,6 +33,19 @@ from .payload import Payload
 POOL_MIN_SIZE = 1 << 20  # smaller segments are cheap to create: not worth a round trip
 POOL_MAX_SEGMENTS = 8  # enough for a producer that runs ahead of its releases
 POOL_MAX_BYTES = 512 << 20
+
+
+class ObjectStoreStatistics(NamedTuple):
+    used: int  # bytes of live segments and pooled ones
+    capacity: int
+    resident: int  # objects with a segment here
+    pooled: int  # segments kept for reuse
+    pooled_bytes: int
+    spilled_objects: int  # objects on disk now
+    recycled: int  # since start: segments reused from the pool
+    spills: int
+    restores: int
+    spilled_bytes: int
 
 
 class ObjectStore:
@@ -55,6 +69,21 @@ class ObjectStore:
         return (
             f"<ObjectStore used={self.used >> 20} MiB of {self.capacity >> 20} MiB "
             f"pool={len(self._pool)} spilled={len(self._spilled)}>"
+        )
+
+    def statistics(self) -> ObjectStoreStatistics:
+        stats = self.stats
+        return ObjectStoreStatistics(
+            self.used,
+            self.capacity,
+            len(self._resident),
+            len(self._pool),
+            sum(size for size, _ in self._pool),
+            len(self._spilled),
+            stats["recycled"],
+            stats["spilled"],
+            stats["restored"],
+            stats["spilled_bytes"],
         )
 
     # ------------------------------------------------------------ segments

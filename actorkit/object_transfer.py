@@ -25,15 +25,25 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import protocol as P
 from . import shm
+from .exceptions import ObjectLostError
 from .gate import Gate
 from .payload import Payload, from_wire, to_wire
 
 CHUNK_BYTES = 4 << 20
 _IN_FLIGHT = 2  # chunks requested ahead: the link stays busy while one is written
+
+
+class TransferStatistics(NamedTuple):
+    copies: int  # other nodes' objects held here
+    fetching: int  # being brought here now
+    peers: int  # nodes it knows the transfer address of
+    served_bytes: int  # since start
+    fetched_bytes: int
+    fetches: int
 
 
 class TransferServer:
@@ -59,7 +69,18 @@ class TransferServer:
         self.stats = {"served_bytes": 0, "fetched_bytes": 0, "fetches": 0}
 
     def __repr__(self) -> str:
-        return f"<TransferServer {self.session} copies={len(self._copies)} {self.stats}>"
+        s = self.statistics()
+        return (
+            f"<TransferServer {self.session} copies={s.copies} fetching={s.fetching} peers={s.peers} "
+            f"served={s.served_bytes}B fetched={s.fetched_bytes}B in {s.fetches}>"
+        )
+
+    def statistics(self) -> TransferStatistics:
+        stats = self.stats  # no lock: len() is atomic, and repr() must not wait (or deadlock) on one
+        return TransferStatistics(
+            len(self._copies),
+            len(self._fetching), len(self.peers), stats["served_bytes"], stats["fetched_bytes"], stats["fetches"]
+        )
 
     @property
     def address(self) -> Any:
@@ -150,8 +171,6 @@ class TransferServer:
         holder = shm.session_of(payload.segment)  # type: ignore[arg-type]
         address = self.peers.get(holder)
         if address is None:
-            from .exceptions import ObjectLostError
-
             raise ObjectLostError(f"the node holding segment {payload.segment} is not part of the cluster any more")
         size = payload.segment_size
         channel = P.Channel(P.connect(address, self._authkey))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import runtime_env as runtime_env_module
+from .strategy import strategy_to_wire
 
 TASK_OPTIONS = frozenset(
     {
@@ -112,8 +113,6 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
         raise TypeError(f"{where}: enable_task_events must be True or False")
     validate_runtime_env(options.get("runtime_env"), where)
     if "scheduling_strategy" in options:
-        from .strategy import strategy_to_wire
-
         strategy_to_wire(options["scheduling_strategy"], where)
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise TypeError(f"{where}: name must be a str")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .serialization import Serialized
 
 _ALIGN = 64  # numpy and SIMD code like their data aligned
+# Buffers at least this large go out of band (into shared memory), as does a stream this long.
+OUT_OF_BAND_THRESHOLD = 100 * 1024
 
 
 class Payload(NamedTuple):
@@ -38,15 +40,15 @@ class Payload(NamedTuple):
 
 def encode(value: Any, session: str, is_error: bool = False) -> Payload:
     """Serialize ``value``, writing its large parts into a new shared-memory segment."""
-    from .serialization import serialize
+    from .serialization import (
+        serialize,  # lazy: the node encodes errors but never loads cloudpickle otherwise
+    )
 
     return from_serialized(serialize(value), session, is_error)
 
 
 def needs_segment(s: Serialized) -> bool:
     """Whether a serialized value is too large to travel inline."""
-    from .serialization import OUT_OF_BAND_THRESHOLD
-
     return bool(s.buffers) or len(s.data) >= OUT_OF_BAND_THRESHOLD
 
 
@@ -61,8 +63,6 @@ def from_serialized(
     ``allocate(size)`` gives a writable segment of at least ``size`` bytes and
     its name; by default a new one is created.
     """
-    from .serialization import OUT_OF_BAND_THRESHOLD
-
     contained = tuple(s.contained)
     big_stream = len(s.data) >= OUT_OF_BAND_THRESHOLD
     if not s.buffers and not big_stream:

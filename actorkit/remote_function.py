@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar
 
+from . import context, runtime_env
 from . import payload as payload_codec
-from . import runtime, runtime_env
-from .object_ref import ObjectRef
-from .options import resource_demand, validate_task_options
 from .call_check import Binder, check_export_size
 from .dag import FunctionNode
+from .object_ref import ObjectRef
+from .options import resource_demand, validate_task_options
 from .serialization import SerializationError, dumps, serialize
 from .strategy import strategy_to_wire
 from .task_spec import ArgRef, TaskSpec, forever, retry_exceptions_to_wire
@@ -93,7 +93,7 @@ class RemoteFunction(Generic[P, R]):
         if binder is None:
             binder = export.binder = Binder.of(self._function, f"{self._name}.remote()")
         binder.check(args, kwargs)
-        client = runtime.current_client()
+        client = context.current_client()
         # Arguments first: one that cannot be pickled must not leave the
         # function marked as sent when its bytes never left.
         arguments = encode_arguments(args, kwargs, client, f"{self._name}()")
@@ -102,7 +102,7 @@ class RemoteFunction(Generic[P, R]):
         max_retries = options.get("max_retries", _DEFAULT_MAX_RETRIES)
         spec = TaskSpec(
             task_id=client.new_task_id(),
-            job_id=runtime.current_job_id(),
+            job_id=context.current_job_id(),
             name=self._name,
             function_id=export.function_id,
             function_bytes=function_bytes,

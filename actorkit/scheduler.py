@@ -8,8 +8,9 @@ demand takes whole free GPUs, a fractional one shares a GPU with others.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .strategy import affinity
 
@@ -63,6 +64,20 @@ class Allocation:
         return [index for index, _ in self.gpus]
 
 
+class LedgerStatistics(NamedTuple):
+    """A ledger at one moment (read-only): amounts in units, GPU slots as free shares."""
+
+    total: Mapping[str, float]
+    available: Mapping[str, float]
+    gpu_free: tuple[float, ...]  # per GPU index, the share still free (1 = the whole GPU)
+
+
+class ReadyQueueStatistics(NamedTuple):
+    tasks: int  # waiting
+    shapes: int  # distinct (demand, depth) groups with a task waiting
+    deepest: int  # the deepest nesting waiting (0 when none, or none nested)
+
+
 class ResourceLedger:
     """Totals and free amounts of one node's resources."""
 
@@ -77,6 +92,13 @@ class ResourceLedger:
     @staticmethod
     def snapshot(amounts: Demand) -> dict[str, float]:
         return {name: from_units(units) for name, units in amounts.items()}
+
+    def statistics(self) -> LedgerStatistics:
+        return LedgerStatistics(
+            MappingProxyType(self.snapshot(self.total)),
+            MappingProxyType(self.snapshot(self.available)),
+            tuple(from_units(f) for f in self._gpu_free),
+        )
 
     def missing(self, demand: Demand) -> dict[str, float]:
         """What ``demand`` asks beyond this node's totals: empty if it can ever run here."""
@@ -200,6 +222,14 @@ class ReadyQueue:
 
     def __len__(self) -> int:
         return self._count
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<ReadyQueue tasks={s.tasks} shapes={s.shapes} deepest={s.deepest}>"
+
+    def statistics(self) -> ReadyQueueStatistics:
+        waiting = [q for q in self._by_shape.values() if q]
+        return ReadyQueueStatistics(self._count, len(waiting), max((q[0].depth for q in waiting), default=0))
 
     def push(self, task: Any, front: bool = False) -> None:
         key = (task.shape, task.depth)

@@ -31,8 +31,7 @@ import cloudpickle
 from . import unmovable
 from .exceptions import SerializationError, TaskError
 from .object_ref import collect_contained_refs
-
-OUT_OF_BAND_THRESHOLD = 100 * 1024
+from .payload import OUT_OF_BAND_THRESHOLD
 
 _custom_reducers: dict[type, Callable[[Any], Any]] = {}
 

@@ -13,7 +13,8 @@ import os
 from collections import Counter
 from typing import Any
 
-from . import cluster, runtime
+from . import session
+from .driver import connect_driver
 
 _NO_NODE = (
     "No actorkit node is running on this machine: start one with `actorkit start --head`, "
@@ -24,26 +25,26 @@ _NO_NODE = (
 def _targets(address: str) -> list[tuple[str, Any, bytes]]:
     """(what it is, data address, key) of each node to report."""
     if address != "auto":
-        data_address, key, _member = cluster.find_cluster(address)
+        data_address, key, _member = session.find_cluster(address)
         return [(f"node at {address}", data_address, key)]
     found: list[tuple[str, Any, bytes]] = []
-    local = cluster.read_local_cluster()
+    local = session.read_local_cluster()
     if local is not None:
         data_address = local["data_address"]
         found.append(("node started by `actorkit start`", tuple(data_address) if isinstance(data_address, list) else data_address, local["authkey"]))
-    root = runtime.session_root()
+    root = session.session_root()
     for name in sorted(os.listdir(root)):
         session_dir = os.path.join(root, name)
-        key_path = os.path.join(session_dir, runtime.SESSION_KEY_FILE)
+        key_path = os.path.join(session_dir, session.SESSION_KEY_FILE)
         if not name.startswith("session-") or not os.path.exists(key_path):
             continue
         try:
             with open(os.path.join(session_dir, "pids")) as f:
                 driver_pid, node_pid = (int(p) for p in f.read().split())
-            key = cluster._read_key_file(key_path)
+            key = session.read_key_file(key_path)
         except (OSError, ValueError):
             continue
-        if not runtime.process_alive(node_pid):
+        if not session.process_alive(node_pid):
             continue
         found.append((f"private node of pid {driver_pid} ({_command_of(driver_pid)})", os.path.join(session_dir, "data.sock"), key))
     return found
@@ -77,7 +78,7 @@ def print_status(address: str = "auto") -> int:
 
 
 def _report(label: str, data_address: Any, key: bytes) -> None:
-    _driver, client = runtime._connect_driver(None, data_address, key, None, False, owns_node=False)
+    _driver, client = connect_driver(None, data_address, key, None, False, owns_node=False)
     try:
         nodes = client.request("nodes")
         stats = client.request("stats")

@@ -103,7 +103,9 @@ def retry_exceptions_to_wire(value: Any) -> bool | bytes:
     classes = tuple(value)
     pickled = _PICKLED_RETRY.get(classes)
     if pickled is None:
-        from .serialization import dumps  # cloudpickle: only a process that submits needs it
+        from .serialization import (
+            dumps,  # lazy, cloudpickle: only a process that submits needs it, not the node
+        )
 
         pickled = _PICKLED_RETRY[classes] = dumps(classes)
     return pickled

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     """The trace events of the tasks that ran; written to ``filename`` as JSON if given."""
     # Imported here: actorkit.util (filelock among it) would double `import actorkit`'s time.

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from . import context, runtime_env
 from . import payload as payload_codec
 from . import protocol as P
-from . import runtime, runtime_env
 from .client import Client
 from .direct import Link, Loopback, socket_path
-from .exceptions import TaskError
+from .exceptions import ActorDiedError, TaskError, _ExitActor
 from .gate import Gate
 from .mailbox import Mailbox
 from .payload import Payload
@@ -289,8 +289,6 @@ class TaskExecutor:
             pass  # the caller is gone: nobody wants the result
 
     def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
-        from .actor import _ExitActor
-
         if isinstance(error, _ExitActor):
             self.exit_actor()
         if isinstance(error, SystemExit) and spec.method is not None and not isinstance(error, TaskError):
@@ -317,8 +315,6 @@ class TaskExecutor:
 
     def become_actor(self, message: tuple[Any, ...]) -> bool:
         """Create the actor's instance; report it. False if ``__init__`` failed."""
-        from .exceptions import ActorDiedError
-
         _, spec, class_bytes, deps, gpu_ids = message
         self.actor_id = spec.actor_id
         self.actor_name = self.log_name = spec.class_name
@@ -418,8 +414,6 @@ class TaskExecutor:
         it would only exit again.  Calls pending behind it go the way of calls
         of a crashed actor (retried on the restart per ``max_task_retries``).
         """
-        from .exceptions import ActorDiedError
-
         status, how = _exit_status(error.code)
         why = f"{spec.name}() exited the actor's process via {how}"
         death = ActorDiedError(f"The actor {self.actor_name} ({self.actor_id.hex()}) is dead: {why}.")  # type: ignore[union-attr]
@@ -567,7 +561,7 @@ def main(args: WorkerArgs) -> None:
     executor = TaskExecutor(client, args.node_id, inbox, args.session_dir)
     executor.listen(gate)
     signal.signal(signal.SIGINT, executor.on_sigint)
-    runtime.enter_worker(client, executor)
+    context.enter_worker(client, executor)
     client.on_block = executor.give_back_queued
     sys.stdout = _ForwardedStream(executor, is_stderr=False)
     sys.stderr = _ForwardedStream(executor, is_stderr=True)

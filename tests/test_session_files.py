@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 import actorkit as ray
-from actorkit import cluster, runtime
+from actorkit import cluster, session
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def local_files(short_dir, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", short_dir)
     monkeypatch.delenv("ACTORKIT_AUTHKEY", raising=False)
     monkeypatch.delenv("ACTORKIT_AUTHKEY_FILE", raising=False)
-    root = runtime.session_root()
+    root = session.session_root()
     assert root.startswith(short_dir)
     return root
 
@@ -52,7 +52,7 @@ def test_a_symlinked_root_is_refused(short_dir):
     root = os.path.join(short_dir, f"actorkit-{os.getuid()}")
     os.symlink(target, root)
     with pytest.raises(PermissionError, match="symbolic link"):
-        runtime.session_root(short_dir)
+        session.session_root(short_dir)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="making a directory another user owns needs root")
@@ -61,7 +61,7 @@ def test_a_root_of_another_user_is_refused(short_dir):
     os.mkdir(root, 0o700)
     os.chown(root, 65534, 65534)
     with pytest.raises(PermissionError, match="owned by uid 65534"):
-        runtime.session_root(short_dir)
+        session.session_root(short_dir)
 
 
 def test_the_key_is_written_to_a_new_file_of_mode_0600(local_files):
@@ -73,7 +73,7 @@ def test_the_key_is_written_to_a_new_file_of_mode_0600(local_files):
     with open(key_path, "rb") as f:
         assert f.read() == b"new-key"
     assert os.stat(key_path).st_mode & 0o777 == 0o600
-    assert cluster.read_local_cluster()["authkey"] == b"new-key"
+    assert session.read_local_cluster()["authkey"] == b"new-key"
 
 
 def test_a_premade_readable_key_file_is_refused(local_files):
@@ -101,7 +101,7 @@ def test_a_key_file_symlink_is_never_followed(local_files):
     with open(os.path.join(local_files, "cluster.json"), "w") as f:
         f.write('{"pid": %d, "data_address": "x"}' % os.getpid())
     with pytest.raises(PermissionError, match="symbolic link"):
-        cluster.read_local_cluster()
+        session.read_local_cluster()
 
 
 def test_a_missing_key_file_of_a_live_node_names_its_path(local_files):
@@ -114,7 +114,7 @@ def test_a_missing_key_file_of_a_live_node_names_its_path(local_files):
     # The description of a node that is gone is no node at all.
     with open(os.path.join(local_files, "cluster.json"), "w") as f:
         f.write('{"pid": %d, "data_address": "x"}' % _a_dead_pid())
-    assert cluster.read_local_cluster() is None
+    assert session.read_local_cluster() is None
 
 
 def _a_dead_pid() -> int:

@@ -122,6 +122,7 @@ from multiprocessing.pool import MaybeEncodingError
 from typing import Any, NamedTuple
 
 import actorkit
+from actorkit.actor import exit_actor
 from actorkit.api import remote
 from actorkit.exceptions import ActorDiedError, SerializationError, TaskError
 
@@ -274,8 +275,6 @@ class _PoolWorker:
         finalizers stop a ``Manager``, join child processes, ...) instead of
         being orphaned, still holding the driver's output and resource tracker.
         """
-        from actorkit.actor import exit_actor
-
         exit_actor()
 
     def run(

@@ -37,7 +37,7 @@ import queue as _stdlib_queue
 from collections.abc import Iterable
 from typing import Any
 
-from ..actor import ActorHandle
+from ..actor import ActorHandle, exit_actor
 from ..api import get as _get
 from ..api import kill, remote, wait
 
@@ -123,8 +123,6 @@ class _QueueActor:
         return True, [self.queue.get_nowait() for _ in range(num_items)]
 
     def shutdown(self) -> None:
-        from ..actor import exit_actor
-
         exit_actor()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .. import runtime
+from .. import context
 
 __all__ = [
     "list_actors",
@@ -37,7 +37,7 @@ DEFAULT_LIMIT = 100
 
 
 def _rows(kind: str, filters: list[Filter] | None, limit: int | None) -> list[dict[str, Any]]:
-    rows = runtime.current_client().request("state", kind)
+    rows = context.current_client().request("state", kind)
     for field, op, value in filters or ():
         if op not in ("=", "!="):
             raise ValueError(f"filter ({field!r}, {op!r}, {value!r}): the predicate must be '=' or '!='")
