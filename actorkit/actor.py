@@ -24,7 +24,7 @@ from .dag import ClassMethodNode, ClassNode
 from .exceptions import _ExitActor
 from .object_ref import ObjectRef, record_contained_ref
 from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
-from .strategy import strategy_to_wire
+from .strategy import chooses_placement, strategy_of
 
 ACTOR_OPTIONS = frozenset(
     {
@@ -42,6 +42,9 @@ ACTOR_OPTIONS = frozenset(
         "max_task_retries",
         "runtime_env",
         "scheduling_strategy",
+        "placement_group",
+        "placement_group_bundle_index",
+        "placement_group_capture_child_tasks",
         "max_pending_calls",
         "enable_task_events",
     }
@@ -49,7 +52,7 @@ ACTOR_OPTIONS = frozenset(
 _ACTOR_UNSUPPORTED = {"concurrency_groups": "concurrency groups are not supported", **UNSUPPORTED}
 _SHARED_WITH_TASKS = (
     "num_cpus", "num_gpus", "resources", "memory", "accelerator_type", "runtime_env", "scheduling_strategy",
-    "enable_task_events",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks", "enable_task_events",
 )
 _NUM_RETURNS_ATTR = "__actorkit_num_returns__"
 T = TypeVar("T")
@@ -218,7 +221,7 @@ class ActorClass(Generic[T]):
             detached=options.get("lifetime") == "detached",
             get_if_exists=bool(options.get("get_if_exists")),
             runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
-            strategy=strategy_to_wire(options.get("scheduling_strategy"), self.__qualname__),
+            strategy=strategy_of(options, self.__qualname__) if chooses_placement(options) else context.captured_placement(),
         )
         if spec.name is None:
             client.send_soon((P.CREATE_ACTOR, spec))

@@ -77,8 +77,11 @@ def remote(*args: Any, **options: Any) -> Any:
       ``{"disk": 1}``), ``accelerator_type`` (needs ``accelerator_type:X``).
     * ``runtime_env``: ``env_vars``, ``working_dir``, ``py_modules``,
       ``excludes`` (see ``actorkit.runtime_env``).
-    * ``scheduling_strategy``: ``"DEFAULT"``, ``"SPREAD"`` or a
-      ``NodeAffinitySchedulingStrategy``.
+    * ``scheduling_strategy``: ``"DEFAULT"``, ``"SPREAD"``, a
+      ``NodeAffinitySchedulingStrategy`` or a ``PlacementGroupSchedulingStrategy``.
+    * ``placement_group``, ``placement_group_bundle_index``,
+      ``placement_group_capture_child_tasks``: Ray's older spelling of a
+      ``PlacementGroupSchedulingStrategy`` (``actorkit.util.placement_group``).
     * ``enable_task_events``: accepted; the node records what it places anyway.
 
     Options of tasks only:

@@ -91,6 +91,15 @@ def current_executor() -> TaskExecutor | None:
     return executor
 
 
+def captured_placement() -> Any:
+    """The placement group strategy a new task or actor that names none inherits: that of
+    the group the current task or actor runs in, if it captures its children (else None)."""
+    placement = executor.placement if executor is not None else None
+    if placement is None or not placement[3]:
+        return None
+    return ("pg", placement[1], -1, True)
+
+
 def enter_worker(worker_client: Client, worker_executor: TaskExecutor) -> None:
     """A worker process's start: its client and executor fill the slot for good."""
     global client, executor

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import runtime_env as runtime_env_module
-from .strategy import strategy_to_wire
+from .strategy import strategy_of
 
 TASK_OPTIONS = frozenset(
     {
@@ -26,15 +26,15 @@ TASK_OPTIONS = frozenset(
         "runtime_env",
         "name",
         "scheduling_strategy",
+        "placement_group",
+        "placement_group_bundle_index",
+        "placement_group_capture_child_tasks",
         "enable_task_events",
     }
 )
 
 # Ray options that actorkit knows but does not implement.
 UNSUPPORTED = {
-    "placement_group": "placement groups are not supported",
-    "placement_group_bundle_index": "placement groups are not supported",
-    "placement_group_capture_child_tasks": "placement groups are not supported",
     "object_store_memory": "per-task object store memory is not supported",
     "_metadata": "task metadata is not supported",
     "label_selector": "label selectors are not supported",
@@ -112,8 +112,7 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
     if not isinstance(options.get("enable_task_events", True), bool):
         raise TypeError(f"{where}: enable_task_events must be True or False")
     validate_runtime_env(options.get("runtime_env"), where)
-    if "scheduling_strategy" in options:
-        strategy_to_wire(options["scheduling_strategy"], where)
+    strategy_of(options, where)
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise TypeError(f"{where}: name must be a str")
     return options

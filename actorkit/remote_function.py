@@ -17,7 +17,7 @@ from .dag import FunctionNode
 from .object_ref import ObjectRef
 from .options import resource_demand, validate_task_options
 from .serialization import SerializationError, dumps, serialize
-from .strategy import strategy_to_wire
+from .strategy import chooses_placement, strategy_of
 from .task_spec import ArgRef, TaskSpec, forever, retry_exceptions_to_wire
 
 _DEFAULT_MAX_RETRIES = 3
@@ -54,7 +54,8 @@ class RemoteFunction(Generic[P, R]):
         self._export = _export or _Export()
         self._num_returns = options.get("num_returns", 1)
         self._resources = resource_demand(options, default_cpus=1)
-        self._strategy = strategy_to_wire(options.get("scheduling_strategy"), name)
+        self._strategy = strategy_of(options, name)
+        self._chooses_placement = chooses_placement(options)
         self.__name__ = getattr(function, "__name__", name)
         self.__qualname__ = name
         self.__doc__ = getattr(function, "__doc__", None)
@@ -114,7 +115,7 @@ class RemoteFunction(Generic[P, R]):
             retry_exceptions=_retry_exceptions(options.get("retry_exceptions", False)),
             runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
             max_calls=options.get("max_calls", 0),
-            strategy=self._strategy,
+            strategy=self._strategy if self._chooses_placement else context.captured_placement(),
         )
         refs = client.submit(spec)
         if self._num_returns == 1:

@@ -61,7 +61,8 @@ class Allocation:
 
     @property
     def gpu_ids(self) -> list[int]:
-        return [index for index, _ in self.gpus]
+        physical = self.ledger.gpu_map
+        return [physical[index] if physical else index for index, _ in self.gpus]
 
 
 class LedgerStatistics(NamedTuple):
@@ -85,6 +86,18 @@ class ResourceLedger:
         self.total: Demand = demand_of(totals)
         self.available: Demand = dict(self.total)
         self._gpu_free = [UNIT] * int(totals.get("GPU", 0))
+        self.gpu_map: list[int] = []  # for a carved ledger: its GPU slots' ids on the node
+
+    @classmethod
+    def carved(cls, reservation: Allocation) -> ResourceLedger:
+        """A ledger of what ``reservation`` holds (a placement group's bundle): its
+        tasks take from it, and their GPUs keep the node's ids."""
+        ledger = cls({})
+        ledger.total = dict(reservation.demand)
+        ledger.available = dict(reservation.demand)
+        ledger._gpu_free = [share for _index, share in reservation.gpus]
+        ledger.gpu_map = reservation.gpu_ids
+        return ledger
 
     def __repr__(self) -> str:
         return f"<ResourceLedger available={self.snapshot(self.available)} total={self.snapshot(self.total)}>"

@@ -38,6 +38,7 @@ from .payload import Payload
 from .procutil import set_process_name
 from .serialization import SerializationError, task_error
 from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire, split_returns
+from .strategy import in_group
 
 
 class WorkerArgs(NamedTuple):
@@ -95,6 +96,7 @@ class TaskExecutor:
         self.actor_id: bytes | None = None
         self.actor_name: str | None = None
         self.log_name: str | None = None  # an actor's output prefix: its class, or its __repr__ if it has one
+        self.placement: Any = None  # the wire strategy of the placement group the task or actor runs in
         self.actor_methods: dict[str, int] = {}
         self.actor_loop: asyncio.AbstractEventLoop | None = None  # made early by an async __init__
         self.instance: Any = None
@@ -122,6 +124,8 @@ class TaskExecutor:
         """Run one task or actor call on this thread, lending CPUs while it blocks in get()."""
         spec, gpu_ids = message[1], message[4]
         self.current = spec
+        if self.actor_id is None:
+            self.placement = spec.strategy if in_group(spec.strategy) is not None else None
         if self.actor_id is None:
             self.gpu_ids = gpu_ids
         saved_env = _enter_gpus(gpu_ids, bool(spec.resources.get("GPU")))
@@ -318,6 +322,7 @@ class TaskExecutor:
         _, spec, class_bytes, deps, gpu_ids = message
         self.actor_id = spec.actor_id
         self.actor_name = self.log_name = spec.class_name
+        self.placement = spec.strategy if in_group(spec.strategy) is not None else None
         self.actor_methods = spec.methods  # for get_runtime_context().current_actor
         self.gpu_ids = gpu_ids
         self.serial_actor = not spec.is_async and spec.max_concurrency == 1

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "actorkit.shm": 0,
     "actorkit.procutil": 0,
     "actorkit.run_times": 0,
+    "actorkit.metrics_batch": 0,
     "actorkit.strategy": 0,
     "actorkit.node_config": 0,
     "actorkit.logs": 0,

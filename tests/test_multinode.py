@@ -151,3 +151,21 @@ def test_a_driver_on_a_member_node(cluster):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == [f"(1000000.0, '{cluster.d.node_id}')", "1000000.0"]
 
+
+
+def test_placement_group_strategies_across_nodes(cluster):
+    from actorkit.util.placement_group import placement_group, placement_group_table, remove_placement_group
+    from actorkit.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    spread = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+    ray.get(spread.ready(), timeout=30)
+    nodes = placement_group_table(spread)["bundles_to_node_id"]
+    assert len(set(nodes.values())) == 3
+    ran_on = ray.get([
+        node_of.options(scheduling_strategy=PlacementGroupSchedulingStrategy(spread, i)).remote() for i in range(3)
+    ], timeout=30)
+    assert ran_on == [nodes[i] for i in range(3)]
+    remove_placement_group(spread)
+    packed = placement_group([{"CPU": 1}] * 2, strategy="STRICT_PACK")  # no node has 2 CPUs
+    assert not packed.wait(0.3)
+    remove_placement_group(packed)

@@ -99,8 +99,10 @@ class ActorDirectory:
             if task.allocation is not None and task.allocation.demand == demand_of(actor.spec.resources):
                 actor.allocation, task.allocation = task.allocation, None
             else:
+                # From where it was placed: its node, or its placement group's bundle.
+                ledger = task.allocation.ledger if task.allocation is not None else actor.worker.node.ledger  # type: ignore[union-attr]
                 self.tasks.release_allocation(task)
-                actor.allocation = actor.worker.node.ledger.acquire(demand_of(actor.spec.resources))  # type: ignore[union-attr]
+                actor.allocation = ledger.acquire(demand_of(actor.spec.resources))
             self.tasks.finish(task, [])
         if actor.state == "DEAD":
             return  # killed while starting

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import protocol as P
 from ..direct import socket_path
 from ..members import NodeRecord
-from ..node_process import NodeConfig
+from ..node_config import NodeConfig
 from ..scheduler import Allocation
 from .records import ClientState, TaskRecord, WorkerState
 

@@ -21,7 +21,7 @@ from ..exceptions import ActorUnschedulableError, TaskUnschedulableError
 from ..members import NodeRecord
 from ..run_times import SHORT_S, RunTimes
 from ..scheduler import ReadyQueue, choose_node, unplaceable
-from ..strategy import affinity
+from ..strategy import affinity, in_group
 from .records import ClientState, TaskRecord, WorkerState
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Scheduler:
         self.pool = node.pool
         self.leases = node.leases
         self.actors = node.actors
+        self.placement_groups = node.placement_groups
         self._total_resources = lambda: node.resources()["total"]
 
     def __repr__(self) -> str:
@@ -108,6 +109,7 @@ class Scheduler:
     def schedule(self) -> None:
         self.needed = False
         self._passes += 1
+        self.placement_groups.place_pending()  # reservations first: a group waits for all of its bundles
         pool = self.pool
         idle: dict[NodeRecord, list[WorkerState]] = {}
         for each in pool.workers.values():
@@ -120,6 +122,10 @@ class Scheduler:
         for tasks in self.ready.heads():
             while tasks:
                 task = tasks[0]
+                if in_group(task.spec.strategy) is not None:
+                    if not self._start_in_group(task, tasks, idle, grown):
+                        break
+                    continue
                 if head is not None:
                     node = head if head.ledger.fits(task.demand) else None
                 else:
@@ -154,6 +160,30 @@ class Scheduler:
             self.leases.revoke_all()
         elif self.leases.wishes and not self.ready:
             self.leases.grant_wishes(idle.get(self._head, []))
+
+    def _start_in_group(
+        self, task: TaskRecord, tasks: Any, idle: dict[NodeRecord, list[WorkerState]], grown: set[NodeRecord]
+    ) -> bool:
+        """Start a task of a placement group on its bundle's node; False if it must wait."""
+        where = self.placement_groups.ledger_for(task)
+        if isinstance(where, str):
+            self.ready.pop_from(tasks)
+            self.unschedulable(task, where)
+            return True
+        if where is None:
+            return False  # the group is not placed yet, or its bundles are busy
+        node, ledger = where
+        worker = _idle_for(task, idle[node]) if idle.get(node) else None
+        if worker is None:
+            if node not in grown:
+                self.pool.grow(node, wanted=1)  # the bundle's resources are not the node's free ones
+                grown.add(node)
+            return False
+        self.ready.pop_from(tasks)
+        self.pool.start(task, worker, ledger)
+        if not idle[node]:
+            del idle[node]
+        return True
 
     def _pipeline_target(self, task: TaskRecord) -> WorkerState | None:
         if task.spec.actor_id is not None or task.spec.max_calls:

@@ -9,6 +9,7 @@ Components (each in its own module, sharing records by reference)::
     WorkerPool ─ worker processes, their work, deaths   workers.py
     LeaseManager ─ workers lent to drivers              leases.py
     ActorDirectory ─ actors, their calls and deaths     actors.py
+    PlacementGroupTable ─ bundles reserved together    placement_groups.py
     MetricTable ─ application metrics, added up        metrics.py
     Members ─ the cluster's other nodes (head only)     ../members.py
 
@@ -36,12 +37,14 @@ from .. import node_state, shm
 from .. import protocol as P
 from ..exceptions import ObjectLostError
 from ..members import Members, NodeRecord, RemoteProcess
-from ..node_process import NodeConfig
+from ..node_config import NodeConfig
 from ..object_store import ObjectStore
+from ..object_transfer import TransferServer
 from .actors import ActorDirectory
 from .leases import LeaseManager
 from .loop import EventLoop
 from .metrics import MetricTable
+from .placement_groups import PlacementGroupTable
 from .objects import ObjectDirectory
 from .records import ClientState, WorkerState
 from .scheduling import Scheduler
@@ -50,7 +53,6 @@ from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from ..gate import Gate
-    from ..object_transfer import TransferServer
 
 
 class Node:
@@ -81,8 +83,6 @@ class Node:
         self.transfer: TransferServer | None = None
         if config.tcp_address is not None:
             # Part of a cluster: other nodes fetch the objects made here from this server.
-            from ..object_transfer import TransferServer  # lazy: a single node never loads it
-
             self.transfer = TransferServer(
                 config.session,
                 config.authkey,
@@ -104,7 +104,8 @@ class Node:
         self.leases = LeaseManager(config, self.head)
         self.actors = ActorDirectory(self.namespaces)
         self.metrics = MetricTable()
-        for component in (self.tasks, self.scheduler, self.pool, self.leases, self.actors):
+        self.placement_groups = PlacementGroupTable(self.nodes, self.namespaces)
+        for component in (self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.placement_groups):
             component.bind(self)
         self.objects.on_ready = self.tasks.make_ready
         self.objects.on_freed = self._object_freed
@@ -142,6 +143,11 @@ class Node:
             "cancel": self.tasks.request_cancel,
             "cancel_children": self.tasks.request_cancel_children,
             "function": self.leases.request_function,
+            "create_placement_group": self.placement_groups.request_create,
+            "placement_group_ready": self.placement_groups.request_ready,
+            "remove_placement_group": self.placement_groups.request_remove,
+            "get_placement_group": self.placement_groups.request_get,
+            "placement_group_table": self.placement_groups.request_table,
             "cancel_lent": self.leases.request_cancel_lent,
             "alloc": lambda _client, size: store.allocate(size),
             "info": lambda _client: self.info(),
@@ -245,6 +251,7 @@ class Node:
         if client.role == "driver":
             self.drivers.pop(client.job_id, None)
             self.actors.driver_exited(client.job_id)
+            self.placement_groups.driver_exited(client.job_id)
             if client.pid == self.config.owner_pid and self.config.owner_pid:
                 # The driver that started this node is gone (even if killed): stop.
                 self.loop.stopping = True
@@ -304,7 +311,10 @@ class Node:
     def statistics(self) -> dict[str, Any]:
         """Every component's counters, flat (the names are unique), plus the store's and the gate's."""
         merged: dict[str, Any] = {}
-        components = (self.loop, self.objects, self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.metrics)
+        components = (
+            self.loop, self.objects, self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.metrics,
+            self.placement_groups,
+        )
         for component in components:
             merged.update(dataclasses.asdict(component.statistics()))
         store = self.objects.store

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import node_state
 from ..exceptions import ObjectLostError, WorkerCrashedError
 from ..payload import Payload, from_wire
+from ..strategy import in_group
 from ..task_spec import TaskSpec, cancelled_error, spec_from_wire
 from .records import ClientState, TaskRecord, WorkerState
 
@@ -62,7 +63,10 @@ class TaskTable:
         )
 
     def new_record(self, spec: TaskSpec, owner: ClientState) -> TaskRecord:
-        return TaskRecord(spec, owner, next(self._seq))
+        task = TaskRecord(spec, owner, next(self._seq))
+        if in_group(spec.strategy) is not None:
+            task.shape = task.shape + (spec.strategy[:3],)  # queued apart: it waits for its group, not for others
+        return task
 
     # ------------------------------------------------------------ admission
 

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol as P
 from ..members import NodeRecord, RemoteProcess
-from ..node_process import NodeConfig, release_pipes, spawn_worker
+from ..scheduler import ResourceLedger
+from ..node_config import NodeConfig
+from ..worker_process import release_pipes, spawn_worker
 from ..task_spec import spec_to_wire
 from .records import ClientState, TaskRecord, WorkerState
 
@@ -89,9 +91,10 @@ class WorkerPool:
             worker.process.pid = client.pid  # a member node's worker: known by its HELLO
         self.scheduler.needed = True
 
-    def grow(self, node: NodeRecord) -> None:
+    def grow(self, node: NodeRecord, wanted: int = 0) -> None:
         """Start workers on ``node`` for the ready tasks, and the drivers' wishes for
-        leases, that its resources allow to run now."""
+        leases, that its resources allow to run now (and ``wanted`` more, for tasks
+        that run on resources a placement group reserved there)."""
         workers = [w for w in self.workers.values() if w.node is node]
         starting = sum(1 for w in workers if w.client is None)
         unblocked = sum(1 for w in workers if not w.blocked and w.actor is None)
@@ -104,7 +107,7 @@ class WorkerPool:
                 available[n] -= u
             return True
 
-        runnable = 0
+        runnable = wanted
         for tasks in self.scheduler.ready.heads():
             for task in tasks:
                 if not fits(task.demand):
@@ -158,13 +161,14 @@ class WorkerPool:
 
     # ------------------------------------------------------------ work
 
-    def start(self, task: TaskRecord, worker: WorkerState) -> None:
-        """Run ``task`` on idle ``worker``, with resources taken from its node."""
+    def start(self, task: TaskRecord, worker: WorkerState, ledger: ResourceLedger | None = None) -> None:
+        """Run ``task`` on idle ``worker``, with resources taken from its node (or ``ledger``:
+        a placement group's bundle there)."""
         if task.spec.strategy == "SPREAD":
             worker.node.spread += 1
         if not task.spec.resources.get("GPU"):
             worker.ran_cpu_work = True
-        task.allocation = worker.node.ledger.acquire(task.demand)
+        task.allocation = (ledger or worker.node.ledger).acquire(task.demand)
         task.worker = worker
         task.started_at = time.monotonic()
         task.pid = worker.process.pid or 0

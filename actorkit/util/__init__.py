@@ -14,6 +14,13 @@ Submodules: ``actorkit.util.queue`` (``Queue``, ``Empty``, ``Full``),
 from ..serialization import deregister_serializer, register_serializer
 from .actor_pool import ActorPool
 from .helpers import as_completed
+from .placement_group import (
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from .serializability import inspect_serializability
 from .sync import FileLock, SignalActor
 
@@ -22,6 +29,11 @@ __all__ = [
     "FileLock",
     "SignalActor",
     "as_completed",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
     "deregister_serializer",
     "inspect_serializability",
     "register_serializer",

@@ -1,5 +1,5 @@
 """Scheduling strategies (Ray's ``ray.util.scheduling_strategies``); see ``actorkit.strategy``."""
 
-from ..strategy import NodeAffinitySchedulingStrategy
+from ..strategy import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-__all__ = ["NodeAffinitySchedulingStrategy"]
+__all__ = ["NodeAffinitySchedulingStrategy", "PlacementGroupSchedulingStrategy"]
