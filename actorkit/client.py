@@ -54,9 +54,9 @@ from . import payload as payload_codec
 from . import protocol as P
 from .direct import Hub, Link, Loopback
 from .exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
+from .metrics_batch import MetricBatch
 from .object_ref import ObjectRef
 from .payload import Payload
-from .metrics_batch import MetricBatch
 from .run_times import RunTimes
 from .scheduler import shape_of
 from .task_spec import TaskSpec, cancelled_error, spec_to_wire

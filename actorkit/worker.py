@@ -37,8 +37,8 @@ from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
 from .serialization import SerializationError, task_error
-from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire, split_returns
 from .strategy import in_group
+from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire, split_returns
 
 
 class WorkerArgs(NamedTuple):

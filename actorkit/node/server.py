@@ -44,8 +44,8 @@ from .actors import ActorDirectory
 from .leases import LeaseManager
 from .loop import EventLoop
 from .metrics import MetricTable
-from .placement_groups import PlacementGroupTable
 from .objects import ObjectDirectory
+from .placement_groups import PlacementGroupTable
 from .records import ClientState, WorkerState
 from .scheduling import Scheduler
 from .tasks import TaskTable

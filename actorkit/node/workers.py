@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol as P
 from ..members import NodeRecord, RemoteProcess
-from ..scheduler import ResourceLedger
 from ..node_config import NodeConfig
-from ..worker_process import release_pipes, spawn_worker
+from ..scheduler import ResourceLedger
 from ..task_spec import spec_to_wire
+from ..worker_process import release_pipes, spawn_worker
 from .records import ClientState, TaskRecord, WorkerState
 
 if TYPE_CHECKING:

@@ -54,7 +54,7 @@ def list_metrics(filters: list[Filter] | None = None, limit: int | None = DEFAUL
     What this process recorded is sent first, so it is counted; other
     processes send theirs as their tasks end, and otherwise within a second.
     """
-    client = runtime.current_client()
+    client = context.current_client()
     batch = getattr(client, "metrics", None)
     if batch is not None:
         batch.flush()
