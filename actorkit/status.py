@@ -72,8 +72,8 @@ def print_status(address: str = "auto") -> int:
     for label, data_address, key in targets:
         try:
             _report(label, data_address, key)
-        except (OSError, EOFError, ConnectionError) as e:
-            print(f"{label}: cannot be reached ({e})")
+        except Exception as e:  # it stopped between being found and being asked, say
+            print(f"{label}: cannot be reached ({type(e).__name__}: {e})")
     return 0
 
 
