@@ -30,19 +30,22 @@ from .api import (
     remote,
     wait,
 )
+from .generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from .object_ref import ObjectRef
-
-ObjectID = ObjectRef  # Ray's older name
 from .runtime import init, is_initialized, shutdown
 from .timeline import timeline
+
+ObjectID = ObjectRef  # Ray's older name
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RuntimeContext",
     "available_resources",
     "cancel",

@@ -23,7 +23,8 @@ from .call_check import Binder
 from .dag import ClassMethodNode, ClassNode
 from .exceptions import _ExitActor
 from .object_ref import ObjectRef, record_contained_ref
-from .options import UNSUPPORTED, resource_demand, validate_task_options, whole_number
+from .generators import ObjectRefGenerator
+from .options import UNSUPPORTED, check_num_returns, resource_demand, returns_of, validate_task_options, whole_number
 from .strategy import chooses_placement, strategy_of
 
 ACTOR_OPTIONS = frozenset(
@@ -58,13 +59,15 @@ _NUM_RETURNS_ATTR = "__actorkit_num_returns__"
 T = TypeVar("T")
 
 
-def method(*, num_returns: int = 1, enable_task_events: bool = True) -> Any:
+def method(*, num_returns: int | str = 1, enable_task_events: bool = True) -> Any:
     """Decorate an actor method with options: ``@actorkit.method(num_returns=2)``.
 
-    ``enable_task_events`` is accepted for Ray's scripts: the node records
-    every call it places either way (see ``actorkit.util.state``).
+    ``num_returns`` may also be ``"streaming"`` or ``"dynamic"`` for a method
+    that yields (see ``actorkit.generators``).  ``enable_task_events`` is
+    accepted for Ray's scripts: the node records every call it places either
+    way (see ``actorkit.util.state``).
     """
-    whole_number("@method()", "num_returns", num_returns, 0)
+    check_num_returns("@method()", num_returns)
     if not isinstance(enable_task_events, bool):
         raise TypeError("@method(): enable_task_events must be True or False")
 
@@ -102,9 +105,9 @@ def validate_actor_options(options: dict[str, Any], where: str) -> dict[str, Any
     return options
 
 
-def _methods_of(cls: type) -> tuple[dict[str, int], bool]:
-    """Each public method's num_returns, and whether the class is async."""
-    methods: dict[str, int] = {}
+def _methods_of(cls: type) -> tuple[dict[str, int | str], bool]:
+    """Each public method's num_returns (or generator mode), and whether the class is async."""
+    methods: dict[str, int | str] = {}
     is_async = inspect.iscoroutinefunction(cls.__dict__.get("__init__"))
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name.endswith("__"):
@@ -112,7 +115,8 @@ def _methods_of(cls: type) -> tuple[dict[str, int], bool]:
         function = inspect.unwrap(member) if callable(member) else None
         if function is None:
             continue
-        methods[name] = getattr(member, _NUM_RETURNS_ATTR, 1)
+        count, mode = returns_of(getattr(member, _NUM_RETURNS_ATTR, None), function)
+        methods[name] = mode or count
         if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
             is_async = True
     return methods, is_async
@@ -263,7 +267,7 @@ class ActorMethod:
 
     __slots__ = ("_target", "_name", "_num_returns", "_binder")
 
-    def __init__(self, target: _Target, name: str, num_returns: int, binder: Binder | None = None) -> None:
+    def __init__(self, target: _Target, name: str, num_returns: int | str, binder: Binder | None = None) -> None:
         self._target = target
         self._name = name
         self._num_returns = num_returns
@@ -278,10 +282,10 @@ class ActorMethod:
             f"'{self._name}()', try '{self._name}.remote()'."
         )
 
-    def options(self, *, num_returns: int | None = None, name: str | None = None) -> ActorMethod:
+    def options(self, *, num_returns: int | str | None = None, name: str | None = None) -> ActorMethod:
         """This method with another ``num_returns``."""
         n = self._num_returns if num_returns is None else num_returns
-        whole_number(f"{self._name}.options()", "num_returns", n, 0)
+        check_num_returns(f"{self._name}.options()", n)
         return ActorMethod(self._target, self._name, n, self._binder)
 
     def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
@@ -297,6 +301,7 @@ class ActorMethod:
         if self._binder is not None:
             self._binder.check(args, kwargs)
         target = self._target
+        mode = self._num_returns if isinstance(self._num_returns, str) else None
         client = context.client_for(target.ref, f"actor {target.class_name}")
         arguments = encode_arguments(args, kwargs, client, f"{target.class_name}.{self._name}()")
         spec = TaskSpec(
@@ -307,21 +312,24 @@ class ActorMethod:
             function_bytes=None,
             args=arguments.payload,
             deps=arguments.deps,
-            num_returns=self._num_returns,
+            num_returns=1 if mode else self._num_returns,  # type: ignore[arg-type]
             resources={},
             max_retries=0,
             retry_exceptions=False,
             runtime_env=None,
             actor_id=target.actor_id,
             method=self._name,
+            generator=mode,
         )
         refs = client.submit(spec, P.ACTOR_CALL)
         executor = context.current_executor()
         if executor is not None and executor.serial_actor and executor.actor_id == target.actor_id:
             executor.self_calls.update(r._id for r in refs)
-        if self._num_returns == 1:
+        if mode == "streaming":
+            return ObjectRefGenerator(refs[0], client)
+        if spec.num_returns == 1:
             return refs[0]
-        return None if self._num_returns == 0 else refs
+        return None if spec.num_returns == 0 else refs
 
 
 class ActorHandle:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypeVar,
 
 from . import context, runtime
 from .actor import ActorClass, ActorHandle
+from .generators import ObjectRefGenerator
 from .object_ref import ObjectRef
 
 if TYPE_CHECKING:
@@ -265,8 +266,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     call is dropped; a running async actor call is cancelled; a finished task is
     left alone.
     """
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()  # the generator task itself
     if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
+        raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, not {type(object_ref).__name__}")
     client = context.client_for(object_ref, repr(object_ref))
     if not client.cancel_direct(object_ref.task_id(), bool(force), bool(recursive)):
         client.request("cancel", object_ref.task_id(), bool(force), bool(recursive))

@@ -32,11 +32,12 @@ from . import payload as payload_codec
 from . import protocol as P
 from . import shm
 from .exceptions import ActorDiedError, ObjectLostError, TaskError
+from .generators import DynamicObjectRefGenerator
 from .metrics_batch import MetricBatch
 from .node.metrics import MetricTable
 from .object_ref import ObjectRef
 from .serialization import SerializationError, Serialized, serialize, serialize_put, task_error
-from .task_spec import ActorSpec, ArgRef, TaskSpec, split_returns
+from .task_spec import ActorSpec, ArgRef, TaskSpec, return_id, split_returns
 
 
 class _Actor:
@@ -68,6 +69,7 @@ class LocalClient:
         self._actors: dict[bytes, _Actor] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._task_counter = 0
+        self._streams: dict[bytes, int] = {}  # a streaming generator task's id -> how many items it made
         self.stats = {"tasks": 0, "actor_calls": 0, "puts": 0}
         self._metric_table = MetricTable()  # what a node would keep of actorkit.util.metrics
         self.metrics = MetricBatch(lambda message: self._metric_table.on_metrics(None, message))  # type: ignore[arg-type]
@@ -188,6 +190,8 @@ class LocalClient:
             result = function(*args, **kwargs)
             if inspect.iscoroutine(result):
                 result = _run_coroutine(result, actor)
+            if spec.generator is not None:
+                result = self._drain(spec, result, actor)
             values = split_returns(spec, result)
         except SystemExit as e:
             if actor is None:
@@ -206,6 +210,26 @@ class LocalClient:
             return
         for object_id, s in zip(return_ids, serialized):
             self._store(object_id, s)
+
+    def _drain(self, spec: TaskSpec, items: Any, actor: _Actor | None) -> Any:
+        """A generator task's items, made now: stored as its stream (or as a dynamic
+        generator's refs); returns the task's one result."""
+        if inspect.isasyncgen(items):
+            items = _run_coroutine(_collect(items), actor)
+        if not inspect.isgenerator(items) and not isinstance(items, list):
+            raise TypeError(f"{spec.name} was called with num_returns={spec.generator!r}, so it must be a generator function")
+        if spec.generator == "dynamic":
+            return DynamicObjectRefGenerator([self.put(item) for item in items])
+        count = 0
+        try:
+            for item in items:
+                self._store(return_id(spec.task_id, count + 1), serialize(item))
+                count += 1
+        except Exception as e:
+            self._fail([return_id(spec.task_id, count + 1)], _wrap(spec.name, e))
+            count += 1
+        self._streams[spec.task_id] = count
+        return count
 
     def _arguments(self, payload: Any, deps: tuple[bytes, ...]) -> tuple[list[Any], dict[str, Any]]:
         try:
@@ -287,6 +311,13 @@ class LocalClient:
         if operation == "resources":
             total = {"CPU": float(os.cpu_count() or 1)}
             return {"total": total, "available": dict(total)}
+        if operation == "stream_open":
+            return None
+        if operation == "stream_next":
+            task_id, index = args
+            if index < self._streams.get(task_id, 0):
+                return "item", return_id(task_id, index + 1)
+            return "end", None
         if operation == "state" and args[0] == "metrics":
             return self._metric_table.rows()
         if operation == "nodes":
@@ -325,6 +356,10 @@ def _run_coroutine(coroutine: Any, actor: _Actor | None) -> Any:
     if actor.loop is None:
         actor.loop = asyncio.new_event_loop()
     return actor.loop.run_until_complete(coroutine)
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items]
 
 
 def _wrap(name: str, error: BaseException) -> TaskError:

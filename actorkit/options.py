@@ -7,6 +7,7 @@ actorkit does not support is an error, never silently ignored.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from . import runtime_env as runtime_env_module
@@ -69,6 +70,28 @@ def _whole_or_fraction(where: str, name: str, value: Any) -> float:
     return value
 
 
+GENERATOR_RETURNS = ("streaming", "dynamic")
+
+
+def check_num_returns(where: str, value: Any) -> None:
+    if value not in GENERATOR_RETURNS:
+        whole_number(where, "num_returns", value, 0, ', or "streaming" or "dynamic" for a generator')
+
+
+def returns_of(num_returns: Any, function: Any) -> tuple[int, str | None]:
+    """(how many return objects, generator mode) for ``num_returns`` as given (None: not given).
+
+    A generator function streams its items unless told otherwise, as in Ray 2.x.
+    """
+    if num_returns in GENERATOR_RETURNS:
+        return 1, num_returns
+    if num_returns is None:
+        target = inspect.unwrap(function) if callable(function) else function
+        generates = inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        return 1, "streaming" if generates else None
+    return num_returns, None
+
+
 def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]:
     """Check task options; return them unchanged or raise naming the bad one."""
     for name in options:
@@ -79,7 +102,7 @@ def validate_task_options(options: dict[str, Any], where: str) -> dict[str, Any]
                 f"{where}: unknown option {name!r}; tasks accept {', '.join(sorted(TASK_OPTIONS))}"
             )
     if "num_returns" in options:
-        whole_number(where, "num_returns", options["num_returns"], 0)
+        check_num_returns(where, options["num_returns"])
     if options.get("num_cpus") is not None:
         _number(where, "num_cpus", options["num_cpus"])
     if options.get("num_gpus") is not None:

@@ -51,6 +51,8 @@ LEASE_REQUEST = 41  # (LEASE_REQUEST, shape) tasks of that shape wait here for a
 METRICS = 42  # (METRICS, [(name, kind, description, boundaries, tags, value), ...]) records since the last
 #   METRICS, combined per tag set (metrics_batch.py): a counter's increase, a gauge's value, a histogram's
 #   ([count per bucket], sum, count)
+STREAM_ITEM = 43  # (STREAM_ITEM, task_id, index, payload) item ``index`` a streaming generator task yielded
+STREAM_END = 44  # (STREAM_END, task_id, count) the generator is exhausted (or raised, its error the last item)
 
 # Member node -> head (a member connects like a client, with role "node")
 JOIN = 17  # (JOIN, {node_id, session, hostname, resources, transfer_address, pid})

@@ -15,7 +15,8 @@ from . import payload as payload_codec
 from .call_check import Binder, check_export_size
 from .dag import FunctionNode
 from .object_ref import ObjectRef
-from .options import resource_demand, validate_task_options
+from .generators import ObjectRefGenerator
+from .options import resource_demand, returns_of, validate_task_options
 from .serialization import SerializationError, dumps, serialize
 from .strategy import chooses_placement, strategy_of
 from .task_spec import ArgRef, TaskSpec, forever, retry_exceptions_to_wire
@@ -52,7 +53,7 @@ class RemoteFunction(Generic[P, R]):
         self._options = options
         self._name = options.get("name") or name
         self._export = _export or _Export()
-        self._num_returns = options.get("num_returns", 1)
+        self._num_returns, self._generator = returns_of(options.get("num_returns"), function)
         self._resources = resource_demand(options, default_cpus=1)
         self._strategy = strategy_of(options, name)
         self._chooses_placement = chooses_placement(options)
@@ -116,8 +117,11 @@ class RemoteFunction(Generic[P, R]):
             runtime_env=runtime_env.for_call(options.get("runtime_env"), client),
             max_calls=options.get("max_calls", 0),
             strategy=self._strategy if self._chooses_placement else context.captured_placement(),
+            generator=self._generator,
         )
         refs = client.submit(spec)
+        if self._generator == "streaming":
+            return ObjectRefGenerator(refs[0], client)  # type: ignore[return-value]
         if self._num_returns == 1:
             return refs[0]
         if self._num_returns == 0:

@@ -42,7 +42,8 @@ class TaskSpec(NamedTuple):
     actor_id: bytes | None = None  # set for an actor method call
     method: str | None = None  # the method called, for an actor method call
     max_calls: int = 0  # retire the worker after this many calls of the function (0: never)
-    strategy: Any = None  # None (default), "SPREAD" or ("node", node_id, soft)
+    strategy: Any = None  # None (default), "SPREAD", ("node", node_id, soft) or ("pg", id, bundle, capture)
+    generator: str | None = None  # "streaming" or "dynamic": a generator whose items become objects
 
     def return_ids(self) -> list[bytes]:
         return [return_id(self.task_id, i) for i in range(self.num_returns)]
@@ -56,6 +57,7 @@ class TaskSpec(NamedTuple):
             and self.strategy is None
             and not self.retry_exceptions
             and not self.resources.get("GPU")
+            and self.generator is None
         )
 
 

@@ -33,12 +33,13 @@ from .client import Client
 from .direct import Link, Loopback, socket_path
 from .exceptions import ActorDiedError, TaskError, _ExitActor
 from .gate import Gate
+from .generators import DynamicObjectRefGenerator
 from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
 from .serialization import SerializationError, task_error
 from .strategy import in_group
-from .task_spec import ArgRef, TaskSpec, retry_exceptions_from_wire, spec_from_wire, split_returns
+from .task_spec import ArgRef, TaskSpec, cancelled_error, retry_exceptions_from_wire, spec_from_wire, split_returns
 
 
 class WorkerArgs(NamedTuple):
@@ -198,6 +199,9 @@ class TaskExecutor:
             result = function(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
+            drained = spec.generator is not None and inspect.isasyncgen(result)
+            if drained:
+                result = await self._drain_async(spec, result)
         except BaseException as e:  # noqa: B036
             self._report_error(spec, e)
         else:
@@ -207,7 +211,7 @@ class TaskExecutor:
                 self.cancelled.discard(spec.task_id)
                 self._report_error(spec, asyncio.CancelledError(f"task {spec.name} was cancelled"))
                 return
-            self._report(spec, result)
+            self._report(spec, result, drained)
 
     def _prepare(self, message: tuple[Any, ...]) -> tuple[Any, list[Any], dict[str, Any]]:
         _, spec, function_bytes, deps, _gpu_ids = message
@@ -256,7 +260,67 @@ class TaskExecutor:
             # Spilled to disk after the node sent it: fetch it again (the node restores it).
             return self.client.get([self.client.adopt_ref(object_id)], None)[0]
 
-    def _report(self, spec: TaskSpec, result: Any) -> None:
+    # -------------------------------------------------------------- generators
+
+    def _drain(self, spec: TaskSpec, items: Any) -> Any:
+        """Run a generator task's generator: stream its items, or collect them (dynamic).
+        Returns the task's one result: how many items it streamed, or the refs to them."""
+        if not inspect.isgenerator(items) and not isinstance(items, (list, tuple)):
+            raise TypeError(
+                f"{spec.name} was called with num_returns={spec.generator!r}, so it must be a generator "
+                f"function (one that yields), but it returned {type(items).__name__}"
+            )
+        if spec.generator == "dynamic":
+            return DynamicObjectRefGenerator([self.client.put(item) for item in items])
+        count = 0
+        try:
+            for item in items:
+                self._stream_item(spec, count, item)
+                count += 1
+        except BaseException as e:  # noqa: B036 - a cancellation's KeyboardInterrupt too: its item says so
+            self._stream_error(spec, count, e)
+            count += 1
+        self.client.send((P.STREAM_END, spec.task_id, count))
+        return count
+
+    async def _drain_async(self, spec: TaskSpec, items: Any) -> Any:
+        """``_drain`` for an async generator (an async actor's method)."""
+        if spec.generator == "dynamic":
+            return DynamicObjectRefGenerator([self.client.put(item) async for item in items])
+        count = 0
+        try:
+            async for item in items:
+                self._stream_item(spec, count, item)
+                count += 1
+        except BaseException as e:  # noqa: B036
+            self._stream_error(spec, count, e)
+            count += 1
+        self.client.send((P.STREAM_END, spec.task_id, count))
+        return count
+
+    def _stream_item(self, spec: TaskSpec, index: int, item: Any) -> None:
+        try:
+            payload = self.client.encode(item)
+        except BaseException as e:  # noqa: B036 - an item that cannot be sent is that item's error
+            raise e.about(f"item {index} that {spec.name}() yielded") if isinstance(e, SerializationError) else e
+        self.client.send((P.STREAM_ITEM, spec.task_id, index, payload_codec.to_wire(payload)))
+
+    def _stream_error(self, spec: TaskSpec, index: int, error: BaseException) -> None:
+        if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) or spec.task_id in self.cancelled:
+            self.cancelled.discard(spec.task_id)
+            failure: BaseException = cancelled_error(spec)
+        else:
+            failure = self.wrap_error(spec.name, error)
+        payload = payload_codec.encode(failure, self.client.session, is_error=True)
+        self.client.send((P.STREAM_ITEM, spec.task_id, index, payload_codec.to_wire(payload)))
+
+    def _report(self, spec: TaskSpec, result: Any, drained: bool = False) -> None:
+        if spec.generator is not None and not drained:
+            try:
+                result = self._drain(spec, result)
+            except BaseException as e:  # noqa: B036
+                self._report_error(spec, e)
+                return
         try:
             payloads = self._result_payloads(spec, result)
         except BaseException as e:  # noqa: B036
@@ -293,6 +357,14 @@ class TaskExecutor:
             pass  # the caller is gone: nobody wants the result
 
     def _report_error(self, spec: TaskSpec, error: BaseException) -> None:
+        if spec.generator == "streaming":
+            # It failed before its generator ran (or is no generator): its consumer
+            # gets the error as the only item, even on a direct call the node never sees.
+            self._stream_error(spec, 0, error)
+            self.client.send((P.STREAM_END, spec.task_id, 1))
+        self._report_failure(spec, error)
+
+    def _report_failure(self, spec: TaskSpec, error: BaseException) -> None:
         if isinstance(error, _ExitActor):
             self.exit_actor()
         if isinstance(error, SystemExit) and spec.method is not None and not isinstance(error, TaskError):

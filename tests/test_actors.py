@@ -284,7 +284,9 @@ def test_bad_options_raise_naming_the_option(options, named):
 
 
 def test_unsupported_option_is_an_error_not_ignored():
-    with pytest.raises(ValueError, match="placement_group"):
+    with pytest.raises(ValueError, match="concurrency groups are not supported"):
+        Counter.options(concurrency_groups={"io": 2})
+    with pytest.raises(TypeError, match="placement_group must be a PlacementGroup"):
         Counter.options(placement_group="pg")
 
 

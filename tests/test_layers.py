@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "actorkit.procutil": 0,
     "actorkit.run_times": 0,
     "actorkit.metrics_batch": 0,
+    "actorkit.generators": 1,
     "actorkit.strategy": 0,
     "actorkit.node_config": 0,
     "actorkit.logs": 0,

@@ -10,6 +10,7 @@ Components (each in its own module, sharing records by reference)::
     LeaseManager ─ workers lent to drivers              leases.py
     ActorDirectory ─ actors, their calls and deaths     actors.py
     PlacementGroupTable ─ bundles reserved together    placement_groups.py
+    StreamTable ─ a streaming generator's items         streams.py
     MetricTable ─ application metrics, added up        metrics.py
     Members ─ the cluster's other nodes (head only)     ../members.py
 
@@ -48,6 +49,7 @@ from .objects import ObjectDirectory
 from .placement_groups import PlacementGroupTable
 from .records import ClientState, WorkerState
 from .scheduling import Scheduler
+from .streams import StreamTable
 from .tasks import TaskTable
 from .workers import WorkerPool
 
@@ -105,7 +107,10 @@ class Node:
         self.actors = ActorDirectory(self.namespaces)
         self.metrics = MetricTable()
         self.placement_groups = PlacementGroupTable(self.nodes, self.namespaces)
-        for component in (self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.placement_groups):
+        self.streams = StreamTable()
+        for component in (
+            self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.placement_groups, self.streams,
+        ):
             component.bind(self)
         self.objects.on_ready = self.tasks.make_ready
         self.objects.on_freed = self._object_freed
@@ -132,6 +137,8 @@ class Node:
             P.LEASE_RETURN: self.leases.on_lease_return,
             P.LEASE_REQUEST: self.leases.on_lease_request,
             P.METRICS: self.metrics.on_metrics,
+            P.STREAM_ITEM: self.streams.on_stream_item,
+            P.STREAM_END: self.streams.on_stream_end,
             P.LOG: self._on_log,
             P.REQUEST: self._on_request,
             **self.members.handlers,
@@ -143,6 +150,8 @@ class Node:
             "cancel": self.tasks.request_cancel,
             "cancel_children": self.tasks.request_cancel_children,
             "function": self.leases.request_function,
+            "stream_open": self.streams.request_open,
+            "stream_next": self.streams.request_next,
             "create_placement_group": self.placement_groups.request_create,
             "placement_group_ready": self.placement_groups.request_ready,
             "remove_placement_group": self.placement_groups.request_remove,
@@ -265,6 +274,7 @@ class Node:
         if object_id in self.members.copies:
             self.members.object_freed(object_id)
         self.actors.out_of_scope(object_id)
+        self.streams.completion_freed(object_id)
 
     def _on_request(self, client: ClientState, message: tuple[Any, ...]) -> None:
         _, request_id, operation, args = message
@@ -313,7 +323,7 @@ class Node:
         merged: dict[str, Any] = {}
         components = (
             self.loop, self.objects, self.tasks, self.scheduler, self.pool, self.leases, self.actors, self.metrics,
-            self.placement_groups,
+            self.placement_groups, self.streams,
         )
         for component in components:
             merged.update(dataclasses.asdict(component.statistics()))

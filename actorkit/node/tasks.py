@@ -53,6 +53,7 @@ class TaskTable:
         self.pool = node.pool
         self.leases = node.leases
         self.actors = node.actors
+        self.streams = node.streams
 
     def __repr__(self) -> str:
         return f"<TaskTable pending={len(self.pending)} running={len(self.running)} finished={self.finished_count}>"
@@ -211,6 +212,8 @@ class TaskTable:
         objects = self.objects
         if task.cancelled and (not payloads or payloads[0].is_error):
             payloads = [objects.error_payload(cancelled_error(spec))] * spec.num_returns
+        if spec.generator == "streaming":
+            self.streams.task_ended(spec.task_id, payloads)
         for object_id, payload in zip(task.return_ids, payloads):
             objects.set(object_id, payload)
         if pinned_deps:
