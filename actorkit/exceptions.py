@@ -220,6 +220,17 @@ class SerializationError(TypeError):
         return error
 
 
+def forked_error(parent_pid: int) -> RuntimeError:
+    """What a process forked from a connected driver or worker gets if it touches actorkit."""
+    return RuntimeError(
+        f"actorkit cannot be used in a process forked from pid {parent_pid}, which is connected "
+        f"to an actorkit node: the forked process shares that connection and would corrupt it. "
+        f"Start processes with the spawn method (multiprocessing.get_context('spawn'), or "
+        f"ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn'))), or use actorkit "
+        f"tasks and actors instead of forking."
+    )
+
+
 def _article(name: str) -> str:
     return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 

@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from . import runtime_env as runtime_env_module
+from .exceptions import forked_error
 
 if TYPE_CHECKING:
     from .client import Client
@@ -96,16 +97,6 @@ def _after_fork_in_child() -> None:
     global _forked_from
     if _client is not None and _forked_from is None:
         _forked_from = _client._pid
-
-
-def forked_error(parent_pid: int) -> RuntimeError:
-    return RuntimeError(
-        f"actorkit cannot be used in a process forked from pid {parent_pid}, which is connected "
-        f"to an actorkit node: the forked process shares that connection and would corrupt it. "
-        f"Start processes with the spawn method (multiprocessing.get_context('spawn'), or "
-        f"ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn'))), or use actorkit "
-        f"tasks and actors instead of forking."
-    )
 
 
 if hasattr(os, "register_at_fork"):
