@@ -406,17 +406,9 @@ class Leases:
 
     def return_idle_leases(self) -> None:
         """Give back every idle lent worker (before asking the node what is free)."""
-        with self._lock:
-            asked = bool(self._wanted)
-        self._return_idle_leases()
-        if asked:
-            # A lease granted for a wish may be on its way: it comes before the
-            # answer to this, and goes back at once (see on_lease).
-            self._conn.request("sync")
-
-    def _return_idle_leases(self) -> None:
         release: list[bytes] = []
         with self._lock:
+            asked = bool(self._wanted)
             idle = [lease for lease in self._lent.values() if lease.inflight == 0]
             for lease in idle:
                 self._drop_lease_locked(lease)
@@ -428,3 +420,7 @@ class Leases:
             # Sent now, not through the flusher: the caller asks the node what is
             # free next, or disconnects (see runtime.shutdown).
             self._conn.send_many([(P.LEASE_RETURN, lease.worker_id, lease.lease_id) for lease in idle])
+        if asked:
+            # A lease granted for a wish may be on its way: it comes before the
+            # answer to this, and goes back at once (see on_lease).
+            self._conn.request("sync")
