@@ -23,6 +23,7 @@ from actorkit.client.leases import LEASE_MAX_DEPTH, LEASE_MAX_INLINE, Lease, Lea
 from actorkit.client.objects import Objects
 from actorkit.client.refs import RefCounts
 from actorkit.client.shared import Shared
+from actorkit.client.waiting import Waits
 from actorkit.payload import Payload
 from actorkit.run_times import SHORT_RUNS
 from actorkit.scheduler import shape_of
@@ -437,3 +438,26 @@ def test_no_release_is_queued_after_close(parts):
     parts.shared.closed = True
     parts.refs.release_ref(object_id)
     assert parts.refs.statistics().releases_queued == 0
+
+
+# ------------------------------------------------------------------ statistics and repr
+
+
+def test_every_part_says_what_it_holds(parts):
+    link = parts.lend(1, 11)
+    spec = parts.spec()
+    refs = parts.submit(spec)
+    assert parts.calls.statistics().in_flight == 1 and parts.calls.statistics().results_pending == 1
+    assert parts.direct.statistics().calls_in_flight == 1 and parts.direct.statistics().sent == 1
+    assert "in_flight=1" in repr(parts.calls) and "held=1" in repr(parts.leases)
+    parts.answer(link, spec)
+    assert parts.calls.statistics().in_flight == 0
+    assert parts.objects.statistics().ready == 1  # its result, held by the ref submit returned
+    assert parts.refs.statistics().objects_held == 1 and refs
+    waits = Waits(parts.shared, parts.conn, parts.objects)
+    assert waits.statistics().waiters == 0 and "Waits" in repr(waits)
+    assert parts.conn.statistics().requests_pending == 0 and not parts.conn.statistics().failed
+    for part in (parts.shared, parts.refs, parts.conn, parts.calls, parts.leases, parts.objects, parts.direct):
+        assert repr(part).startswith("<" + type(part).__name__)
+    with pytest.raises(AttributeError):
+        parts.leases.statistics().leases_held = 3  # frozen

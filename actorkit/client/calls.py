@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import payload as payload_codec
 from .. import protocol as P
+from ..direct import Link, Loopback
 from ..task_spec import TaskSpec, spec_to_wire
 from .connection import Connection
 from .refs import RefCounts
 from .shared import Shared
 
 if TYPE_CHECKING:
-    from ..direct import Link, Loopback
-    from .leases import Lease
+    from .leases import Lease  # leases.py imports this module
 
 
 class DirectCall:

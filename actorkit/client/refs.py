@@ -29,7 +29,7 @@ from ..object_ref import ObjectRef
 from .shared import Shared
 
 if TYPE_CHECKING:
-    from .core import Client
+    from .core import Client  # core.py imports this module
 
 RELEASED = object()  # wakes the flusher to send released references, after a moment
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..payload import Payload
 
 if TYPE_CHECKING:
-    from .calls import DirectCall
+    from .calls import DirectCall  # calls.py imports this module
 
 
 class Waiter:
