@@ -18,7 +18,8 @@ reader.
 
 Actor calls go straight to the actor's process once the node has said where
 it listens (ACTOR_ROUTE) and none of this process's calls to it through the
-node are unanswered: see ``direct.py``.  A driver's tasks go the same way to
+node are unanswered: see ``direct_calls.py`` (the transport is
+``actorkit/direct.py``).  A driver's tasks go the same way to
 workers the node lent it (LEASE), waiting here for room on one: see
 ``Node._lend`` and ``leases.py``.  The node does not know the results
 of direct calls; the first time a ref to one leaves this process (pickled

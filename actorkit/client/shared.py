@@ -5,7 +5,8 @@ keeps references to the tables it uses (``self._ready = shared.ready``), so
 that a lookup costs what it did when all of this was one class.  The rule
 that makes that safe: a shared table is mutated in place, never rebound.
 Flags and settings (``closed``, ``failure``, ``session``...) are read through
-``shared`` itself, as they are rebound.
+``shared`` itself, as they are rebound; only constants (``pid``, the wake
+pipe's descriptors) are copied.
 
 Every table is guarded by ``shared.lock`` (one re-entrant lock for the whole
 client), except where a comment says otherwise.  The records here are the
