@@ -67,7 +67,7 @@ class Link:
         self.actor_id = actor_id  # on the caller's side: the actor it reaches
         self.lent_worker: int | None = None  # on the caller's side: the lent worker it reaches
         self.address: str | None = None  # on the caller's side: where it connected
-        self.poller: Any = None  # for the caller's thread that reads it while it waits (Client._read_link)
+        self.poller: Any = None  # for the caller's thread that reads it while it waits (Waits._read_link)
         self.closed = False  # set before its on_lost is called
         self._send_lock = threading.Lock()
 

@@ -502,7 +502,7 @@ class TaskExecutor:
         try:
             # The node first, so that it holds the calls it gets from now on for the
             # restarted actor; the caller then hears of the exit (and calls the
-            # actor through the node from now on, see Client._on_link_messages).
+            # actor through the node from now on, see DirectCalls.on_link_messages).
             self.client.send((P.ACTOR_EXIT, self.actor_id, why))
             self.client.request("sync")
             self._send_result(spec, [payload] * spec.num_returns, False, exiting=True)

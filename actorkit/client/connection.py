@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import protocol as P
-from ..direct import Hub, Link
 from ..context import forked_error
+from ..direct import Hub, Link
 from ..exceptions import GetTimeoutError, NodeDiedError
 from .refs import RELEASED, RefCounts
 from .shared import Shared

@@ -21,7 +21,7 @@ it listens (ACTOR_ROUTE) and none of this process's calls to it through the
 node are unanswered: see ``direct_calls.py`` (the transport is
 ``actorkit/direct.py``).  A driver's tasks go the same way to
 workers the node lent it (LEASE), waiting here for room on one: see
-``Node._lend`` and ``leases.py``.  The node does not know the results
+``LeaseManager.lend`` (node/leases.py) and ``leases.py``.  The node does not know the results
 of direct calls; the first time a ref to one leaves this process (pickled
 into arguments, an object or a result), the client publishes it: PUT if it
 is back, PROMISE if not (then PUT when it arrives).  A large result, or one
@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 from .. import payload as payload_codec
 from .. import protocol as P
 from ..direct import Hub, Link
+from ..metrics_batch import MetricBatch
 from ..object_ref import ObjectRef
 from ..scheduler import shape_of
 from ..task_spec import TaskSpec, spec_to_wire
@@ -132,6 +133,7 @@ class Client:
         self.new_task_id = shared.new_task_id
         self.send = conn.send
         self.send_soon = conn.send_soon
+        self.metrics = MetricBatch(conn.send_soon)  # this process's records of actorkit.util.metrics
         self.sync = conn.sync
         self.flush = conn.flush
         self.request = conn.request
@@ -313,6 +315,11 @@ class Client:
         """Disconnect; waiters get an error, later calls a clear one."""
         if self._shared.closed:
             return
+        try:
+            self.metrics.flush()
+        except Exception:
+            pass  # the node is gone already: nothing to report to
+        self.metrics.close()
         # Nothing more is sent: the node drops this process's references when
         # it disconnects, and a send could block behind a node that has stopped.
         self._shared.closed = True

@@ -1,7 +1,7 @@
 """Workers the node lent this process: the queue of tasks waiting for room on one.
 
 A driver's task of a shape this process holds a lease of (see
-``Node._lend``) waits in the backlog, its results already promised to it as
+``LeaseManager.lend`` (node/leases.py)) waits in the backlog, its results already promised to it as
 for any direct call, until a lease of that shape has room, and goes straight
 to that worker on its link::
 
@@ -49,7 +49,7 @@ LEASE_MAX_INLINE = 1 << 16
 
 
 class Lease:
-    """A worker the node lent this process for tasks of one shape (see ``Node._lend``)."""
+    """A worker the node lent this process for tasks of one shape (see ``LeaseManager.lend`` (node/leases.py))."""
 
     __slots__ = (
         "lease_id", "worker_id", "address", "shape", "inflight", "inflight_bytes", "function", "revoked", "answered_at",
@@ -210,7 +210,7 @@ class Leases:
     def _give_back(self, lease: Lease) -> None:
         # Through the flusher: callers may hold the client's lock, which a send must not be taken under.
         with self._lock:
-            self._wanted.discard(lease.shape)  # the node drops the wish on the return (Node._on_lease_return)
+            self._wanted.discard(lease.shape)  # the node drops the wish on the return (LeaseManager.on_lease_return)
             if self._shared.closed:
                 return
             self._outgoing.append((P.LEASE_RETURN, lease.worker_id, lease.lease_id))
