@@ -22,9 +22,16 @@ from . import context, runtime_env
 from .call_check import Binder
 from .dag import ClassMethodNode, ClassNode
 from .exceptions import _ExitActor
-from .object_ref import ObjectRef, record_contained_ref
 from .generators import ObjectRefGenerator
-from .options import UNSUPPORTED, check_num_returns, resource_demand, returns_of, validate_task_options, whole_number
+from .object_ref import ObjectRef, record_contained_ref
+from .options import (
+    UNSUPPORTED,
+    check_num_returns,
+    resource_demand,
+    returns_of,
+    validate_task_options,
+    whole_number,
+)
 from .strategy import chooses_placement, strategy_of
 
 ACTOR_OPTIONS = frozenset(

@@ -163,7 +163,8 @@ def probe_member(address: tuple[str, int], authkey: bytes) -> tuple[Any, dict[st
 def _driver_message_handler(printer: LogPrinter | None) -> Any:
     def handle(message: tuple[Any, ...]) -> None:
         if message[0] == P.PRINT and printer is not None:
-            printer.handle(*message[1:])
+            _, task_name, pid, is_stderr, lines = message
+            printer.handle(task_name, pid, is_stderr, lines)
 
     return handle
 

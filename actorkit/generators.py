@@ -12,7 +12,6 @@ handed out (``node/streams.py``); they are freed with the generator.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +59,8 @@ class ObjectRefGenerator(Iterator[ObjectRef[Any]], AsyncIterator[ObjectRef[Any]]
         return self
 
     async def __anext__(self) -> ObjectRef[Any]:
+        import asyncio  # lazy: loaded already wherever this runs; import actorkit stays light
+
         # The wait blocks a thread, not the event loop.
         ref = await asyncio.get_running_loop().run_in_executor(None, self._next, None)
         if ref is None:

@@ -289,7 +289,8 @@ class LocalClient:
 
     def send_soon(self, message: tuple[Any, ...], at_once: bool | None = None) -> None:
         if message[0] == P.CREATE_ACTOR:
-            self._create_actor(message[1])
+            _, spec = message
+            self._create_actor(spec)
 
     def request(self, operation: str, *args: Any, timeout: float | None = 60.0) -> Any:
         if operation == "create_actor":

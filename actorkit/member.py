@@ -94,7 +94,7 @@ class MemberNode:
         self.transfer.start()
         self._send(
             [
-                (P.HELLO, "node", os.getpid(), 0, b"", None),
+                (P.HELLO, "node", os.getpid(), 0, b"", None, b""),
                 (
                     P.JOIN,
                     {
@@ -136,21 +136,26 @@ class MemberNode:
             for message in messages:
                 kind = message[0]
                 if kind == P.SPAWN:
-                    self._spawn(message[1])
+                    _, worker_id = message
+                    self._spawn(worker_id)
                 elif kind == P.KILL_WORKER:
+                    _, worker_id = message
                     with self._workers_lock:
-                        process = self._workers.get(message[1])
+                        process = self._workers.get(worker_id)
                     if process is not None:
                         process.kill()
                 elif kind == P.FREE:
-                    self.transfer.free(message[1])
+                    _, segments = message
+                    self.transfer.free(segments)
                 elif kind == P.FREE_COPY:
-                    self.transfer.drop(message[1])
+                    _, object_ids = message
+                    self.transfer.drop(object_ids)
                 elif kind == P.NODES:
+                    _, table = message
                     # A node listening on every interface is reached the way we reach the head.
                     self.transfer.peers = {
                         session: (self.head_address[0], address[1]) if address[0] in _WILDCARDS else tuple(address)
-                        for session, address in message[1].items()
+                        for session, address in table.items()
                     }
                     if on_joined is not None:  # the head's first table: it counts this node in
                         on_joined(self)

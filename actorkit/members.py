@@ -147,7 +147,7 @@ class Members:
     # ----------------------------------------------------------- messages
 
     def _on_join(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        info = message[1]
+        _, info = message
         record = NodeRecord(info, client)
         client.member = record
         self._node.nodes[record.node_id] = record
@@ -170,8 +170,9 @@ class Members:
             self._node.worker_exited(worker)
 
     def _on_copied(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, object_ids = message
         if client.member is not None:
-            self.add_copies(client.member, message[1])
+            self.add_copies(client.member, object_ids)
 
     def add_copies(self, node: NodeRecord, object_ids: list[bytes]) -> None:
         freed = []

@@ -4,7 +4,12 @@ Every connection starts with multiprocessing's HMAC challenge (the cluster's
 authkey), done by ``multiprocessing.connection``; nothing is unpickled before
 it succeeds.  After that the socket carries frames: a 4-byte big-endian length
 and a pickled *list* of messages, so that many messages in flight travel in
-one frame.  A message is a tuple whose first item is one of the kinds below.
+one frame.  A message is a tuple whose first item is one of the kinds below, with a
+fixed number of fields: readers unpack it (``_, task_id, payloads, retryable,
+blocked, exiting = message``), so a message of the wrong shape fails where
+it is read, and costs its connection (never the node).  The kinds that have
+fields a sender often leaves at their defaults are made by the constructors
+below the table.
 
 Clients (drivers, workers) use ``Channel``: blocking sends from any thread,
 blocking receives from one thread.  The node uses ``NodeConn``: non-blocking,
@@ -28,21 +33,24 @@ _READ_CHUNK = 1 << 16  # below malloc's mmap threshold: reused, not mapped per r
 
 # Client -> node
 HELLO = 1  # (HELLO, role, pid, worker_id, job_id, namespace, id_prefix) id_prefix: of its task ids
-SUBMIT = 2  # (SUBMIT, TaskSpec[, lost[, parent_task_id]]) lost: it went to a leased worker, which died
+SUBMIT = 2  # (SUBMIT, TaskSpec, lost, parent_task_id) lost: it went to a leased worker, which died; parent:
+#   the task that submitted it, for a task on a lent worker (else None)
 PUT = 3  # (PUT, object_id, payload)
 SUBSCRIBE = 4  # (SUBSCRIBE, [object_id, ...])
 ADDREF = 5  # (ADDREF, [object_id, ...])
 DECREF = 6  # (DECREF, [object_id, ...])
-DONE = 7  # (DONE, task_id, [payload, ...], retryable[, blocked[, exiting]]) retryable: an application error to retry;
+DONE = 7  # (DONE, task_id, [payload, ...], retryable, blocked, exiting) retryable: an application error to retry;
 #   on a direct link, blocked: it waited in get(); exiting: the actor's process ends (sys.exit)
 BLOCKED = 8  # (BLOCKED,) the worker's task waits in get()/wait(): lend its CPUs
 UNBLOCKED = 9  # (UNBLOCKED,)
 LOG = 10  # (LOG, task_name, pid, is_stderr, [line, ...])
 CREATE_ACTOR = 11  # (CREATE_ACTOR, ActorSpec) an unnamed actor: no reply needed
-ACTOR_CALL = 12  # (ACTOR_CALL, TaskSpec[, lost]) a method call; lost: the address it went to directly, which died
+ACTOR_CALL = 12  # (ACTOR_CALL, TaskSpec, lost, None) a method call; lost: the address it went to directly, which
+#   died (False if none); the shape of SUBMIT, so that one handler reads both
 ACTOR_READY = 13  # (ACTOR_READY, actor_id, direct_address) __init__ returned
 ACTOR_FAILED = 14  # (ACTOR_FAILED, actor_id, payload) __init__ raised: the ActorDiedError to give callers
-ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id[, why]) exit_actor() was called; why: sys.exit() in a method, may restart
+ACTOR_EXIT = 15  # (ACTOR_EXIT, actor_id, why) why None: exit_actor() was called; else sys.exit() in a method
+#   (the process ends like a crash: it may restart)
 REQUEST = 16  # (REQUEST, request_id, operation, args) answered by REPLY
 PROMISE = 36  # (PROMISE, [object_id, ...]) results of direct calls, not back yet, that left this process
 OWNED_RESULT = 37  # (OWNED_RESULT, task_id, [payload, ...]) a direct call's result, to its caller via the node
@@ -67,7 +75,7 @@ PRINT = 22  # (PRINT, task_name, pid, is_stderr, [line, ...]) forwarded worker o
 EXIT = 23  # (EXIT,) the worker should exit
 BECOME_ACTOR = 24  # (BECOME_ACTOR, ActorSpec, class_bytes | None, {object_id: payload}, gpu_ids)
 REPLY = 25  # (REPLY, request_id, ok, value) value: the result, or the exception when not ok
-CANCEL = 26  # (CANCEL, task_id[, force]) interrupt (force: end the process) if it runs, else skip it
+CANCEL = 26  # (CANCEL, task_id, force) interrupt (force: end the process) if it runs, else skip it
 REVOKED = 27  # (REVOKED, [task_id, ...]) the answer to BLOCKED: queued tasks taken back, do not run them
 ACTOR_ROUTE = 28  # (ACTOR_ROUTE, actor_id, direct_address, session) where to call the actor directly
 LEASE = 38  # (LEASE, lease_id, worker_id, direct_address, session, shape) an idle worker lent for such tasks
@@ -85,6 +93,21 @@ KILL_WORKER = 32  # (KILL_WORKER, worker_id)
 FREE = 33  # (FREE, [segment, ...]) objects made on the member were freed
 FREE_COPY = 34  # (FREE_COPY, [object_id, ...]) drop the member's copies of these objects
 NODES = 35  # (NODES, {session: transfer_address}) every live node, after each change
+
+
+def submit(kind: int, spec_wire: tuple[Any, ...], lost: Any = False, parent: bytes | None = None) -> tuple[Any, ...]:
+    """SUBMIT or ACTOR_CALL of a spec (``task_spec.spec_to_wire``)."""
+    return (kind, spec_wire, lost, parent)
+
+
+def done(
+    task_id: bytes, wires: list[tuple[Any, ...]], retryable: bool, blocked: bool = False, exiting: bool = False
+) -> tuple[Any, ...]:
+    return (DONE, task_id, wires, retryable, blocked, exiting)
+
+
+def cancel(task_id: bytes, force: bool = False) -> tuple[Any, ...]:
+    return (CANCEL, task_id, force)
 
 
 def shut(sock: socket.socket) -> None:

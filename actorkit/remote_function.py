@@ -14,8 +14,8 @@ from . import context, runtime_env
 from . import payload as payload_codec
 from .call_check import Binder, check_export_size
 from .dag import FunctionNode
-from .object_ref import ObjectRef
 from .generators import ObjectRefGenerator
+from .object_ref import ObjectRef
 from .options import resource_demand, returns_of, validate_task_options
 from .serialization import SerializationError, dumps, serialize
 from .strategy import chooses_placement, strategy_of

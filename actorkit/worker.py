@@ -39,7 +39,14 @@ from .payload import Payload
 from .procutil import set_process_name
 from .serialization import SerializationError, task_error
 from .strategy import in_group
-from .task_spec import ArgRef, TaskSpec, cancelled_error, retry_exceptions_from_wire, spec_from_wire, split_returns
+from .task_spec import (
+    ArgRef,
+    TaskSpec,
+    cancelled_error,
+    retry_exceptions_from_wire,
+    spec_from_wire,
+    split_returns,
+)
 
 
 class WorkerArgs(NamedTuple):
@@ -123,7 +130,7 @@ class TaskExecutor:
 
     def run(self, message: tuple[Any, ...]) -> None:
         """Run one task or actor call on this thread, lending CPUs while it blocks in get()."""
-        spec, gpu_ids = message[1], message[4]
+        _, spec, _function_bytes, _deps, gpu_ids = message
         self.current = spec
         if self.actor_id is None:
             self.placement = spec.strategy if in_group(spec.strategy) is not None else None
@@ -301,8 +308,8 @@ class TaskExecutor:
     def _stream_item(self, spec: TaskSpec, index: int, item: Any) -> None:
         try:
             payload = self.client.encode(item)
-        except BaseException as e:  # noqa: B036 - an item that cannot be sent is that item's error
-            raise e.about(f"item {index} that {spec.name}() yielded") if isinstance(e, SerializationError) else e
+        except SerializationError as e:  # it ends the stream: the item's error is the last item
+            raise e.about(f"item {index} that {spec.name}() yielded") from None
         self.client.send((P.STREAM_ITEM, spec.task_id, index, payload_codec.to_wire(payload)))
 
     def _stream_error(self, spec: TaskSpec, index: int, error: BaseException) -> None:
@@ -334,7 +341,7 @@ class TaskExecutor:
         wires = [payload_codec.to_wire(p) for p in payloads]
         link = self.direct_callers.pop(spec.task_id, None)
         if link is None:
-            self.client.send((P.DONE, spec.task_id, wires, retryable))
+            self.client.send(P.done(spec.task_id, wires, retryable))
         elif any(p.segment is not None or p.contained for p in payloads):
             # Its memory and its refs must be the node's before this process lets go.
             self.client.send((P.OWNED_RESULT, spec.task_id, wires))
@@ -346,8 +353,7 @@ class TaskExecutor:
             # before its caller hears of it and lets go of what it held for it.
             self.client.sync()
             # Whether it waited in get(): the caller then sends no task of that function behind one.
-            done = (P.DONE, spec.task_id, wires, retryable, self.client.task_blocked)
-            self._answer(link, done + (True,) if exiting else done)
+            self._answer(link, P.done(spec.task_id, wires, retryable, self.client.task_blocked, exiting))
 
     @staticmethod
     def _answer(link: Link | Loopback, message: tuple[Any, ...]) -> None:
@@ -463,15 +469,18 @@ class TaskExecutor:
     def _on_direct(self, link: Link | Loopback, messages: list[tuple[Any, ...]]) -> None:
         """Calls and cancellations from a caller's direct link (on the thread that takes the mailbox's work)."""
         for message in messages:
-            if message[0] == P.ACTOR_CALL or message[0] == P.SUBMIT:
-                spec = spec_from_wire(message[1])
+            kind = message[0]
+            if kind == P.ACTOR_CALL or kind == P.SUBMIT:
+                _, spec_wire, _lost, _parent = message
+                spec = spec_from_wire(spec_wire)
                 if self.handing_back:
                     self._answer(link, (P.REVOKED, [spec.task_id]))  # see give_back_queued
                     continue
                 self.direct_callers[spec.task_id] = link
                 self.inbox.put((P.EXECUTE, spec, None, {}, []))
-            elif message[0] == P.CANCEL:
-                self.cancel(message[1])
+            elif kind == P.CANCEL:
+                _, task_id, _force = message  # force is the node's to act on: it kills the worker
+                self.cancel(task_id)
 
     def check_not_waiting_on_self(self, object_ids: list[bytes]) -> None:
         """A serial actor's method must not wait for a later call to its own actor."""
@@ -521,7 +530,7 @@ class TaskExecutor:
             sys.stdout.flush()
             sys.stderr.flush()
         try:
-            self.client.send((P.ACTOR_EXIT, self.actor_id))
+            self.client.send((P.ACTOR_EXIT, self.actor_id, None))
             self.client.close()
         finally:
             os._exit(0)
@@ -598,14 +607,17 @@ def main(args: WorkerArgs) -> None:
         kind = message[0]
         if kind == P.EXECUTE or kind == P.BECOME_ACTOR:
             # From the wire's plain tuples back to named ones (see payload.to_wire).
-            spec = spec_from_wire(message[1]) if kind == P.EXECUTE else message[1]
-            deps = {k: payload_codec.from_wire(v) for k, v in message[3].items()}
-            message = (kind, spec, message[2], deps, message[4])
-        if message[0] == P.EXIT:
+            _, spec, function_bytes, wires, gpu_ids = message
+            if kind == P.EXECUTE:
+                spec = spec_from_wire(spec)
+            deps = {k: payload_codec.from_wire(v) for k, v in wires.items()}
+            inbox.put((kind, spec, function_bytes, deps, gpu_ids))
+        elif kind == P.EXIT:
             inbox.put(None)
-        elif message[0] == P.CANCEL:
-            executor.cancel(*message[1:])
-        elif message[0] != P.PRINT:
+        elif kind == P.CANCEL:
+            _, task_id, force = message
+            executor.cancel(task_id, force)
+        elif kind != P.PRINT:
             inbox.put(message)
 
     def on_lost() -> None:

@@ -137,7 +137,7 @@ class Parts:
 
     def answer(self, link: FakeLink, spec: TaskSpec, value: object = None) -> None:
         wire = payload_codec.to_wire(payload_codec.encode(value, SESSION))
-        self.direct.on_link_messages(link, [(P.DONE, spec.task_id, [wire], False)])  # type: ignore[arg-type]
+        self.direct.on_link_messages(link, [P.done(spec.task_id, [wire], False)])  # type: ignore[arg-type]
 
 
 @pytest.fixture

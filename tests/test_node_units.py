@@ -123,7 +123,7 @@ def _spec(task_id: bytes, deps: tuple[bytes, ...] = (), max_retries: int = 0, **
 
 
 def _submit(node: Node, client: ClientState, spec: TaskSpec) -> None:
-    node.loop.handlers[P.SUBMIT](client, (P.SUBMIT, spec_to_wire(spec)))
+    node.loop.handlers[P.SUBMIT](client, P.submit(P.SUBMIT, spec_to_wire(spec)))
 
 
 def _turn(node: Node) -> None:
@@ -152,7 +152,7 @@ def test_a_task_waits_for_its_argument_then_runs_and_its_result_reaches_the_driv
     assert execute[1][0] == b"T" * 12 and execute[2] == b"code" and set(execute[3]) == {dep}
 
     result = Payload(b"r", None, 0, (), None, ())
-    node.loop.handlers[P.DONE](worker, (P.DONE, b"T" * 12, [to_wire(result)], False))
+    node.loop.handlers[P.DONE](worker, P.done(b"T" * 12, [to_wire(result)], False))
     ready = driver.conn.take(P.READY)
     assert [(m[1], from_wire(m[2]).data) for m in ready] == [(return_id(b"T" * 12, 0), b"r")]
     assert node.tasks.pending == {} and node.tasks.statistics().tasks_finished == 1
@@ -172,7 +172,7 @@ def test_a_function_is_sent_once_per_worker(node):
         (execute,) = worker.conn.take(P.EXECUTE)
         assert execute[2] == (b"code" if n == 0 else None)
         node.loop.handlers[P.LEASE_RETURN](driver, (P.LEASE_RETURN, 1, n + 1))  # no lease: ignored
-        node.loop.handlers[P.DONE](worker, (P.DONE, task_id, [to_wire(INLINE)], False))
+        node.loop.handlers[P.DONE](worker, P.done(task_id, [to_wire(INLINE)], False))
         for lease in driver.conn.take(P.LEASE):
             node.loop.handlers[P.LEASE_RETURN](driver, (P.LEASE_RETURN, lease[2], lease[1]))
     assert node.leases.statistics().lent == 0 and node.pool.workers[1].idle
@@ -184,7 +184,7 @@ def test_a_retryable_failure_goes_back_to_the_front_of_the_queue(node):
     _submit(node, driver, _spec(b"T" * 12, max_retries=1, retry_exceptions=True))
     _turn(node)
     worker.conn.take(P.EXECUTE)
-    node.loop.handlers[P.DONE](worker, (P.DONE, b"T" * 12, [to_wire(INLINE)], True))
+    node.loop.handlers[P.DONE](worker, P.done(b"T" * 12, [to_wire(INLINE)], True))
     assert driver.conn.take(P.READY) == []
     assert node.tasks.statistics().tasks_retried == 1 and len(node.scheduler.ready) == 1
     _turn(node)

@@ -120,10 +120,10 @@ class CallTable:
                 unheld.append(object_id)  # the node will count it held: let go after
         actor_id = call.spec.actor_id
         if actor_id is None:
-            self._outgoing.append((P.SUBMIT, spec_to_wire(call.spec), lost))
+            self._outgoing.append(P.submit(P.SUBMIT, spec_to_wire(call.spec), lost))
         else:
             self.node_call_locked(actor_id, call.return_ids)
-            self._outgoing.append((P.ACTOR_CALL, spec_to_wire(call.spec), lost))
+            self._outgoing.append(P.submit(P.ACTOR_CALL, spec_to_wire(call.spec), lost))
         if unheld:
             self._outgoing.append((P.DECREF, unheld))
         return call.hold

@@ -274,10 +274,8 @@ class Client:
                     shared.node_call_of[return_ids[0]] = actor_id
         own = self._own
         refs = [own(object_id) for object_id in return_ids]
-        message: tuple[Any, ...] = (kind, spec_to_wire(spec))
-        if self.parent_task is not None and kind == P.SUBMIT:
-            message += (False, self.parent_task)
-        self.send_soon(message, at_once=idle)
+        parent = self.parent_task if kind == P.SUBMIT else None
+        self.send_soon(P.submit(kind, spec_to_wire(spec), False, parent), at_once=idle)
         self.stats["submitted"] += 1
         return refs
 
@@ -288,18 +286,25 @@ class Client:
         each message to the part it is for."""
         try:
             for message in messages:
-                if message[0] == P.READY:
-                    self._objects.on_ready(message[1], payload_codec.from_wire(message[2]))
-                elif message[0] == P.REPLY:
-                    self._conn.on_reply(message[1], message[2], message[3])
-                elif message[0] == P.ACTOR_ROUTE:
-                    self._direct.on_route(message[1], message[2], message[3])
-                elif message[0] == P.LEASE:
-                    self._leases.on_lease(*message[1:])
-                elif message[0] == P.LEASE_REVOKE:
-                    self._leases.on_lease_revoke(message[1])
-                elif message[0] == P.REVOKED:
-                    self._shared.revocations.answered(message[1])
+                kind = message[0]
+                if kind == P.READY:
+                    _, object_id, wire = message
+                    self._objects.on_ready(object_id, payload_codec.from_wire(wire))
+                elif kind == P.REPLY:
+                    _, request_id, ok, value = message
+                    self._conn.on_reply(request_id, ok, value)
+                elif kind == P.ACTOR_ROUTE:
+                    _, actor_id, address, session = message
+                    self._direct.on_route(actor_id, address, session)
+                elif kind == P.LEASE:
+                    _, lease_id, worker_id, address, session, shape = message
+                    self._leases.on_lease(lease_id, worker_id, address, session, shape)
+                elif kind == P.LEASE_REVOKE:
+                    _, lease_id = message
+                    self._leases.on_lease_revoke(lease_id)
+                elif kind == P.REVOKED:
+                    _, task_ids = message
+                    self._shared.revocations.answered(task_ids)
                 elif self._on_message is not None:
                     self._on_message(message)
         except BaseException as e:  # a bug: make it visible to every waiter

@@ -166,7 +166,7 @@ class DirectCalls:
             self._leases.pump(shape)
         else:
             try:
-                link.send([(P.ACTOR_CALL, spec_to_wire(spec))])
+                link.send([P.submit(P.ACTOR_CALL, spec_to_wire(spec))])
             except OSError:
                 pass  # it died: its reader sees it close after the answers it sent, and resends the rest
             self._stats["direct"] += 1
@@ -190,22 +190,26 @@ class DirectCalls:
         shapes: set[Any] = set()
         try:
             for message in messages:
-                if message[0] == P.DONE:
-                    if len(message) > 4 and message[4]:
-                        self._waited(message[1])
-                    if len(message) > 5 and link.actor_id is not None:
+                kind = message[0]
+                if kind == P.DONE:
+                    _, task_id, wires, _retryable, blocked, exiting = message
+                    if blocked:
+                        self._waited(task_id)
+                    if exiting and link.actor_id is not None:
                         # Its actor's process is exiting (sys.exit): later calls go through
                         # the node, which holds them for the restarted actor, if any.
                         self.forget_route(link.actor_id)
-                    payloads = [payload_codec.from_wire(w) for w in message[2]]
-                    shapes.add(self._complete(message[1], payloads, False))
-                elif message[0] == P.OWNED_RESULT:
+                    payloads = [payload_codec.from_wire(w) for w in wires]
+                    shapes.add(self._complete(task_id, payloads, False))
+                elif kind == P.OWNED_RESULT:
+                    _, task_id = message
                     with self._lock:
-                        call = self._direct.get(message[1])
+                        call = self._direct.get(task_id)
                         if call is not None:
                             call.via_node = True
-                elif message[0] == P.REVOKED:
-                    shapes.add(self._handed_back(message[1]))
+                elif kind == P.REVOKED:
+                    _, task_ids = message
+                    shapes.add(self._handed_back(task_ids))
         finally:
             shapes.discard(None)
             for shape in shapes:
@@ -329,7 +333,7 @@ class DirectCalls:
             self._conn.request("cancel_lent", lease.worker_id, task_id, force)
             return True
         try:
-            call.link.send([(P.CANCEL, task_id)])  # type: ignore[union-attr]
+            call.link.send([P.cancel(task_id)])  # type: ignore[union-attr]
         except OSError:
             pass  # the worker died: the call is resent through the node, which fails it
         return True

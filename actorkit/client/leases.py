@@ -307,7 +307,7 @@ class Leases:
             for call in calls:
                 call.sent_at = now
             try:
-                link.send([(P.SUBMIT, spec_to_wire(call.spec)) for call in calls])
+                link.send([P.submit(P.SUBMIT, spec_to_wire(call.spec)) for call in calls])
             except OSError:
                 pass  # it died: its reader sees it close after the answers it sent, and resends the rest
             self._stats["direct"] += len(calls)

@@ -71,7 +71,8 @@ class ActorDirectory:
     # ------------------------------------------------------------ creation
 
     def on_create_actor(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        self.create(client, message[1])
+        _, spec = message
+        self.create(client, spec)
 
     def create(self, client: ClientState, spec: ActorSpec) -> ActorState:
         if spec.namespace is None:
@@ -90,8 +91,9 @@ class ActorDirectory:
         return actor
 
     def on_actor_ready(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        actor = self.by_id[message[1]]
-        task = self.tasks.running.pop(actor.spec.actor_id, None)
+        _, actor_id, direct_address = message
+        actor = self.by_id[actor_id]
+        task = self.tasks.running.pop(actor_id, None)
         if actor.worker is not None:
             actor.worker.task = None
         if task is not None:
@@ -106,15 +108,15 @@ class ActorDirectory:
             self.tasks.finish(task, [])
         if actor.state == "DEAD":
             return  # killed while starting
-        actor.direct_address = message[2] if len(message) > 2 else None
+        actor.direct_address = direct_address
         actor.routed = set()
         actor.state = "ALIVE"
         self.pump(actor)
         self.scheduler.needed = True
 
     def on_actor_failed(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        actor_id, death = message[1], from_wire(message[2])
-        actor = self.by_id[actor_id]
+        _, actor_id, wire = message
+        actor, death = self.by_id[actor_id], from_wire(wire)
         task = self.tasks.running.pop(actor_id, None)
         if task is not None:
             self.tasks.release_allocation(task)
@@ -122,11 +124,12 @@ class ActorDirectory:
         self.bury(actor, death)  # a failing __init__ is not retried, as in Ray
 
     def on_actor_exit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        actor = self.by_id[message[1]]
-        if len(message) > 2:
+        _, actor_id, why = message
+        actor = self.by_id[actor_id]
+        if why is not None:
             # sys.exit() in a method: the process ends like a crash (restarts allowed);
             # its exit, seen next, tells callers why.
-            actor.exit_reason = message[2]
+            actor.exit_reason = why
             return
         self.bury(actor, self.died(actor, "it called exit_actor()"))
 
@@ -211,7 +214,7 @@ class ActorDirectory:
             actor.queue.remove(task)
             self.tasks.finish(task, [])
         elif task.spec.task_id in actor.inflight and actor.worker is not None and actor.worker.client is not None:
-            self.send(actor.worker.client, (P.CANCEL, task.spec.task_id))
+            self.send(actor.worker.client, P.cancel(task.spec.task_id))
 
     # ------------------------------------------------------------ deaths
 

@@ -92,7 +92,7 @@ class LeaseManager:
 
     def on_lease_request(self, client: ClientState, message: tuple[Any, ...]) -> None:
         """A driver has tasks of a shape waiting for its leases: lend it one more once one is free."""
-        shape = message[1]
+        _, shape = message
         if may_lend_to(client) and (client, shape) not in self.wishes:
             self.wishes.append((client, shape))
             self.scheduler.needed = True
@@ -121,8 +121,9 @@ class LeaseManager:
                 self.send(worker.lessee, (P.LEASE_REVOKE, worker.lease_id))  # type: ignore[arg-type]
 
     def on_lease_return(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        worker = self.pool.workers.get(message[1])
-        if worker is not None and worker.lessee is client and worker.lease_id == message[2]:
+        _, worker_id, lease_id = message
+        worker = self.pool.workers.get(worker_id)
+        if worker is not None and worker.lessee is client and worker.lease_id == lease_id:
             # A driver gives a lease back when no task of its shape waits for one:
             # its wish for another is stale.
             self.wishes = [w for w in self.wishes if w[0] is not client or w[1] != worker.lease_shape]

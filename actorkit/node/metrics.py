@@ -36,7 +36,8 @@ class MetricTable:
 
     def on_metrics(self, _client: ClientState, message: tuple[Any, ...]) -> None:
         values = self._values
-        for name, kind, description, boundaries, tags, value in message[1]:
+        _, records = message
+        for name, kind, description, boundaries, tags, value in records:
             known = self._kinds.setdefault(name, (kind, description, tuple(boundaries)))
             if known[0] != kind:
                 continue  # another process defined the name as another kind: its records are not mixed in

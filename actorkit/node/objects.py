@@ -135,20 +135,23 @@ class ObjectDirectory:
     # ------------------------------------------------------------ messages
 
     def on_put(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        object_id, payload = message[1], from_wire(message[2])
+        _, object_id, wire = message
+        payload = from_wire(wire)
         self.held_by(client, object_id)  # it may have promised it already (a direct call's result)
         client.promised.discard(object_id)
         self.set(object_id, payload)
 
     def on_promise(self, client: ClientState, message: tuple[Any, ...]) -> None:
         # Results of the client's direct calls, not back yet: others may wait for them.
-        for object_id in message[1]:
+        _, object_ids = message
+        for object_id in object_ids:
             if self.held_by(client, object_id).payload is None:
                 client.promised.add(object_id)
 
     def on_owned_result(self, client: ClientState, message: tuple[Any, ...]) -> None:
         """A direct call's result that the node should own: held for, and sent to, its caller."""
-        task_id, payloads = message[1], [from_wire(p) for p in message[2]]
+        _, task_id, wires = message
+        payloads = [from_wire(p) for p in wires]
         caller = self._callers.get(task_id[:8])
         for index, payload in enumerate(payloads):
             object_id = return_id(task_id, index)
@@ -160,7 +163,8 @@ class ObjectDirectory:
             self.set(object_id, payload)
 
     def on_subscribe(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        for object_id in message[1]:
+        _, object_ids = message
+        for object_id in object_ids:
             entry = self.entries.get(object_id)
             if entry is None:
                 lost = ObjectLostError(f"object {object_id.hex()} is gone: it was freed or its owner died")
@@ -173,12 +177,14 @@ class ObjectDirectory:
                 entry.subscribers.append(client)
 
     def on_addref(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        for object_id in message[1]:
+        _, object_ids = message
+        for object_id in object_ids:
             self.hold(client, object_id)
 
     def on_decref(self, client: ClientState, message: tuple[Any, ...]) -> None:
+        _, object_ids = message
         held = client.held
-        for object_id in message[1]:
+        for object_id in object_ids:
             if object_id in held:
                 held.discard(object_id)
                 self.decref(object_id)

@@ -237,9 +237,8 @@ class Node:
     # ------------------------------------------------------------ clients
 
     def _on_hello(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        _, client.role, client.pid, worker_id, client.job_id, namespace = message[:6]
-        if len(message) > 6:
-            client.id_prefix = message[6]
+        _, client.role, client.pid, worker_id, client.job_id, namespace, client.id_prefix = message
+        if client.id_prefix:
             self.callers[client.id_prefix] = client
         if client.role == "driver":
             self.drivers[client.job_id] = client
@@ -294,7 +293,8 @@ class Node:
             elif worker.lessee is not None:
                 job_id = worker.lessee.job_id  # a driver: only drivers get leases
         targets = [self.drivers[job_id]] if job_id in self.drivers else list(self.drivers.values())
-        forwarded = (P.PRINT,) + message[1:]
+        _, task_name, pid, is_stderr, lines = message
+        forwarded = (P.PRINT, task_name, pid, is_stderr, lines)
         for driver in targets:
             self.loop.send(driver, forwarded)
 

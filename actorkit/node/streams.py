@@ -93,7 +93,8 @@ class StreamTable:
         self._progress(stream)
 
     def on_stream_end(self, _client: ClientState, message: tuple[Any, ...]) -> None:
-        stream = self._stream(message[1])
+        _, task_id, _count = message
+        stream = self._stream(task_id)
         stream.ended = True
         self._progress(stream)
         if stream.dropped:

@@ -72,8 +72,8 @@ class TaskTable:
     # ------------------------------------------------------------ admission
 
     def on_submit(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        lost = len(message) > 2 and message[2]
-        self.add(client, spec_from_wire(message[1]), lost, message[3] if len(message) > 3 else None)
+        _, spec_wire, lost, parent = message
+        self.add(client, spec_from_wire(spec_wire), lost, parent)
 
     def add(self, client: ClientState, spec: TaskSpec, lost: Any = False, parent: bytes | None = None) -> TaskRecord | None:
         """Admit a task, actor creation or actor call: pin what it uses, wait for its arguments."""
@@ -135,7 +135,8 @@ class TaskTable:
     # ------------------------------------------------------------ outcomes
 
     def on_done(self, client: ClientState, message: tuple[Any, ...]) -> None:
-        task_id, payloads, retryable = message[1], [from_wire(p) for p in message[2]], message[3]
+        _, task_id, wires, retryable, _blocked, _exiting = message
+        payloads = [from_wire(p) for p in wires]
         worker = client.worker
         if worker is not None and worker.actor is not None:
             self.actors.call_done(worker.actor, task_id, payloads)

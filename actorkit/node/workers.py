@@ -221,10 +221,10 @@ class WorkerPool:
             if calls >= task.spec.max_calls:
                 self.retire(worker)  # recycled, for code that leaks memory or GPU state
 
-    def cancel_on(self, worker: WorkerState, task_id: bytes, force: bool | None = None) -> None:
+    def cancel_on(self, worker: WorkerState, task_id: bytes, force: bool = False) -> None:
         """Ask ``worker`` to interrupt ``task_id`` if it runs it, or to skip it if lined up."""
         if worker.client is not None:
-            self.send(worker.client, (P.CANCEL, task_id) if force is None else (P.CANCEL, task_id, force))
+            self.send(worker.client, P.cancel(task_id, force))
 
     def on_blocked(self, client: ClientState, _message: tuple[Any, ...]) -> None:
         worker = client.worker
