@@ -12,6 +12,7 @@ import signal
 import pytest
 
 import actorkit as ray
+from actorkit import context
 from actorkit.cluster_utils import Cluster
 from actorkit.exceptions import ActorDiedError, ObjectLostError
 from actorkit.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -85,6 +86,36 @@ def test_killed_node_retries_tasks_restarts_actors_loses_objects(fresh_cluster):
     dead = [n for n in ray.nodes() if n["NodeID"] == doomed.node_id]
     assert dead and not dead[0]["Alive"]
     assert ray.cluster_resources().get("doomed", 0) == 0
+
+
+def test_an_object_lost_with_its_node_is_rebuilt_by_its_task(fresh_cluster):
+    doomed = fresh_cluster.add_node(num_cpus=1)
+    fresh_cluster.add_node(num_cpus=1)
+    fresh_cluster.connect()
+    there = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+
+    @ray.remote(max_retries=1)
+    def made_where(n):
+        import numpy as np
+
+        return ray.get_runtime_context().get_node_id(), np.arange(n, dtype=np.int64)
+
+    @ray.remote(max_retries=0)
+    def not_retried(n):
+        import numpy as np
+
+        return np.arange(n, dtype=np.int64)
+
+    rebuilt = made_where.options(scheduling_strategy=there).remote(1_000_000)  # in the doomed node's memory
+    lost = not_retried.options(scheduling_strategy=there).remote(1_000_000)
+    ray.wait([rebuilt, lost], num_returns=2)
+    fresh_cluster.remove_node(doomed, allow_graceful=False)
+
+    node_id, array = ray.get(rebuilt, timeout=60)
+    assert node_id != doomed.node_id and int(array[-1]) == 999_999
+    assert context.current_client().request("stats")["tasks_rebuilt"] == 1
+    with pytest.raises(ObjectLostError):
+        ray.get(lost, timeout=30)  # no retry left: lost, as before
 
 
 def test_a_silent_node_is_declared_dead(fresh_cluster):

@@ -29,8 +29,9 @@ from typing import Any
 
 from .. import protocol as P
 from ..direct import Link, Loopback
-from ..exceptions import GetTimeoutError, NodeDiedError
+from ..exceptions import GetTimeoutError, NodeDiedError, ObjectLostError
 from ..object_ref import ObjectRef
+from ..payload import Payload
 from .connection import Connection, Reply
 from .objects import Objects
 from .shared import Shared, Waiter
@@ -113,7 +114,7 @@ class Waits:
         self._stats["gets"] += 1
         return [self._value(object_id) for object_id in object_ids]
 
-    def _value(self, object_id: bytes) -> Any:
+    def _value(self, object_id: bytes, stale: Payload | None = None) -> Any:
         with self._lock:
             data = self._ready[object_id]
         try:
@@ -121,15 +122,25 @@ class Waits:
         except FileNotFoundError:
             # The node spilled the object to disk since this process cached its
             # payload: ask again, the node restores it.
-            with self._lock:
-                self._ready.pop(object_id, None)
-                self._mappings.pop(object_id, None)
-                self._subscribed.discard(object_id)
-            self.wait_ready([object_id], 1, None)
+            self._ask_again(object_id)
             return self._value(object_id)
+        except ObjectLostError:
+            # Its copy was on a node that died: the node may be making it again
+            # (lineage). Ask once more; the same payload again means it is lost.
+            if data == stale or data.segment is None:
+                raise
+            self._ask_again(object_id)
+            return self._value(object_id, stale=data)
         if data.is_error:
             raise value
         return value
+
+    def _ask_again(self, object_id: bytes) -> None:
+        with self._lock:
+            self._ready.pop(object_id, None)
+            self._mappings.pop(object_id, None)
+            self._subscribed.discard(object_id)
+        self.wait_ready([object_id], 1, None)
 
     # ------------------------------------------------------------- wait
 

@@ -268,17 +268,28 @@ class ObjectDirectory:
     def error_payload(self, error: BaseException) -> Payload:
         return encode(error, self._session, is_error=True)
 
-    def lose_node(self, session: str, error: BaseException) -> None:
-        """A node died: the objects in its memory are lost; their readers get ``error``."""
-        lost = None
-        for entry in self.entries.values():
-            payload = entry.payload
-            if payload is not None and payload.segment is not None and shm.session_of(payload.segment) == session:
-                if lost is None:
-                    lost = self.error_payload(error)
-                entry.payload = lost  # error payloads are inline: sharing one is safe
-                for contained in payload.contained:
-                    self.decref(contained)
+    def lose_node(self, session: str, error: BaseException, rebuild: Callable[[bytes], bool]) -> None:
+        """A node died: the objects in its memory are lost.  Those ``rebuild`` makes again
+        (re-running the task that made them) are pending until then; the readers of the
+        others get ``error``."""
+        lost = [
+            object_id for object_id, entry in self.entries.items()
+            if entry.payload is not None and entry.payload.segment is not None
+            and shm.session_of(entry.payload.segment) == session
+        ]
+        failed = None
+        for object_id in lost:
+            entry = self.entries[object_id]
+            payload, entry.payload = entry.payload, None
+            for contained in payload.contained:  # type: ignore[union-attr]
+                self.decref(contained)
+        for object_id in lost:
+            pending = self.entries.get(object_id)
+            if pending is None or pending.payload is not None or rebuild(object_id):
+                continue
+            if failed is None:
+                failed = self.error_payload(error)
+            self.set(object_id, failed)  # error payloads are inline: sharing one is safe
 
 
 def _unbound(*_args: Any) -> None:

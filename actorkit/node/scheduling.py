@@ -94,6 +94,18 @@ class Scheduler:
         self.ready.push(task)
         self.needed = True
 
+    def never_placeable(self, task: TaskRecord) -> bool:
+        """Whether no live node could ever run ``task`` (it names a dead node, or needs more
+        than any live node has)."""
+        named = affinity(task.spec.strategy)
+        if named is not None and not named[1]:
+            target = self._nodes.get(named[0])
+            if target is None or not target.alive:
+                return True
+        if in_group(task.spec.strategy) is not None:
+            return False  # its group's bundles decide
+        return bool(unplaceable(task.demand, task.spec.strategy, self._nodes.values()))
+
     def unschedulable(self, task: TaskRecord, why: str) -> None:
         spec = task.spec
         error_payload = self.tasks.objects.error_payload

@@ -274,6 +274,8 @@ class Node:
             self.members.object_freed(object_id)
         self.actors.out_of_scope(object_id)
         self.streams.completion_freed(object_id)
+        if self.tasks.lineage:
+            self.tasks.forget_lineage(object_id)
 
     def _on_request(self, client: ClientState, message: tuple[Any, ...]) -> None:
         _, request_id, operation, args = message
@@ -357,7 +359,7 @@ class Node:
         lost = ObjectLostError(
             f"the object was held by node {node.node_id[:12]} ({node.hostname}), which died: {node.death}"
         )
-        self.objects.lose_node(node.session, lost)
+        self.objects.lose_node(node.session, lost, self.tasks.rebuild)
 
     def stop(self, requested: bool = False) -> None:
         """Stop the loop, workers and listener; remove the session's files."""

@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import node_state
+from .. import node_state, shm
 from ..exceptions import ObjectLostError, WorkerCrashedError
 from ..payload import Payload, from_wire
 from ..strategy import in_group
@@ -31,7 +31,22 @@ class TaskStatistics:
     tasks_running: int
     tasks_finished: int
     tasks_retried: int
+    tasks_rebuilt: int  # run again for a result lost with its node
+    lineage: int  # finished tasks kept to rebuild such results
     functions: int
+
+
+class Lineage:
+    """How to make a finished task's results again: kept while one of them lives only in a
+    member node's memory, which dies with that node."""
+
+    __slots__ = ("spec", "owner", "retries_left", "alive")
+
+    def __init__(self, spec: TaskSpec, owner: ClientState, retries_left: int, alive: int) -> None:
+        self.spec = spec
+        self.owner = owner
+        self.retries_left = retries_left
+        self.alive = alive  # of its results, not freed yet
 
 
 class TaskTable:
@@ -43,6 +58,8 @@ class TaskTable:
         self.children: dict[bytes, list[bytes]] = {}  # task id -> tasks it submitted
         self.functions: dict[bytes, bytes] = {}  # function id -> its pickled function, sent once per worker
         self.history = node_state.TaskHistory()  # the last tasks that finished, for the state API
+        self.lineage: dict[bytes, Lineage] = {}  # task id -> how to rebuild its results (see rebuild)
+        self.rebuilt = 0
         self._seq = itertools.count()
         self.finished_count = 0
         self.retried = 0
@@ -54,13 +71,15 @@ class TaskTable:
         self.leases = node.leases
         self.actors = node.actors
         self.streams = node.streams
+        self._head_session = node.config.session
 
     def __repr__(self) -> str:
         return f"<TaskTable pending={len(self.pending)} running={len(self.running)} finished={self.finished_count}>"
 
     def statistics(self) -> TaskStatistics:
         return TaskStatistics(
-            len(self.pending), len(self.running), self.finished_count, self.retried, len(self.functions)
+            len(self.pending), len(self.running), self.finished_count, self.retried, self.rebuilt,
+            len(self.lineage), len(self.functions),
         )
 
     def new_record(self, spec: TaskSpec, owner: ClientState) -> TaskRecord:
@@ -217,12 +236,69 @@ class TaskTable:
             self.streams.task_ended(spec.task_id, payloads)
         for object_id, payload in zip(task.return_ids, payloads):
             objects.set(object_id, payload)
+        if payloads and not payloads[0].is_error and not task.cancelled:
+            self._remember(task, payloads)
         if pinned_deps:
             for object_id in spec.deps:
                 objects.decref(object_id)
         for object_id in spec.args.contained:
             objects.decref(object_id)
         objects.store.release_unowned(spec.args)  # large arguments had a segment of their own
+
+    # ------------------------------------------------------------ lineage
+    #
+    # An object in a member node's shared memory is lost with that node.  As in
+    # Ray, the task that made it is run again (its retries allowing) instead of
+    # its readers getting ObjectLostError: the node keeps the spec of each
+    # finished task with such a result, until its results are freed.
+
+    def _remember(self, task: TaskRecord, payloads: list[Payload]) -> None:
+        spec = task.spec
+        if (
+            spec.actor_id is not None  # an actor's state made it: running the method again is not the same
+            or spec.generator is not None
+            or spec.args.segment is not None  # large arguments: their segment is freed at finish
+            or task.retries_left <= 0
+        ):
+            return
+        head = self._head_session
+        if any(p.segment is not None and shm.session_of(p.segment) != head for p in payloads):
+            self.lineage[spec.task_id] = Lineage(spec, task.owner, task.retries_left, len(payloads))
+
+    def forget_lineage(self, object_id: bytes) -> None:
+        """``object_id`` was freed: once all of its task's results are, the task is forgotten."""
+        lineage = self.lineage.get(object_id[:-4])
+        if lineage is not None:
+            lineage.alive -= 1
+            if lineage.alive <= 0:
+                del self.lineage[lineage.spec.task_id]
+
+    def rebuild(self, object_id: bytes) -> bool:
+        """Run again the task that made ``object_id`` (lost with its node); False if it cannot be."""
+        task_id = object_id[:-4]
+        if task_id in self.pending:
+            return True  # already running again (another of its results was lost too)
+        lineage = self.lineage.pop(task_id, None)
+        if lineage is None:
+            return False
+        task = self.new_record(lineage.spec, lineage.owner)
+        if self.scheduler.never_placeable(task):
+            return False
+        task.retries_left = lineage.retries_left - 1
+        self.pending[task_id] = task
+        self.retried += 1
+        self.rebuilt += 1
+        if not self.objects.pin_arguments(task):
+            gone = next(o for o in task.spec.deps if o not in self.objects)
+            error = ObjectLostError(
+                f"object {object_id.hex()} was lost with its node and cannot be rebuilt: "
+                f"argument {gone.hex()} of {task.spec.name}, the task that made it, was freed"
+            )
+            self.finish(task, [self.objects.error_payload(error)] * task.spec.num_returns, pinned_deps=False)
+            return True
+        if task.unresolved == 0:
+            self.make_ready(task)
+        return True
 
     # ------------------------------------------------------------ cancellation
 
