@@ -125,3 +125,26 @@ def test_a_ready_call_is_not_held_behind_another_callers_waiting_call(ray_start_
     assert ray.get(waiting, timeout=30) == "late"
     ray.kill(desk)
     ray.kill(release)
+
+
+def test_a_direct_call_waiting_for_its_argument_holds_back_only_its_caller(ray_start_shared):
+    from actorkit.util import SignalActor
+
+    release = SignalActor.remote()
+    desk = Desk.remote()
+    assert ray.get(desk.take.remote("warm")) == "warm"  # from now on the driver's calls go directly
+
+    @ray.remote
+    def slow_argument(signal):
+        ray.get(signal.wait.remote())
+        return "late"
+
+    waiting = desk.take.remote(slow_argument.remote(release))  # kept in the driver until its argument is
+    behind = desk.take.remote("behind")  # the driver's own later call waits behind it: order per caller
+    assert ray.get(call_desk.remote(desk, "other caller"), timeout=30) == "other caller"
+    assert ray.wait([waiting, behind], num_returns=2, timeout=0)[0] == []
+    ray.get(release.send.remote())
+    assert ray.get([waiting, behind], timeout=30) == ["late", "behind"]
+    assert ray.get(desk.take.remote("after")) == "after"
+    ray.kill(desk)
+    ray.kill(release)

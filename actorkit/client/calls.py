@@ -39,7 +39,7 @@ class DirectCall:
     """An actor call, or a task for a lent worker, sent on a direct link (or waiting for
     a lease: ``link`` and ``lease`` None) and not answered yet."""
 
-    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease", "sent_at", "via_node")
+    __slots__ = ("spec", "link", "return_ids", "hold", "cancelled", "lease", "sent_at", "via_node", "held")
 
     def __init__(
         self, spec: TaskSpec, link: Link | Loopback | None, return_ids: list[bytes], hold: tuple[bytes, ...]
@@ -52,6 +52,7 @@ class DirectCall:
         self.lease: Lease | None = None  # for a task: the lease it went on
         self.sent_at = 0.0  # for a task: when it went, to learn which functions are short
         self.via_node = False  # answered through the node (OWNED_RESULT): its READY is on the way
+        self.held = False  # an actor call kept here until its arguments are (see DirectCalls.submit)
 
     def __repr__(self) -> str:
         where = "through the node" if self.via_node else self.link if self.link is not None else "waiting for a lease"

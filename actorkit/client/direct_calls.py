@@ -9,6 +9,11 @@ table (``Objects.on_ready``) and the call is settled (``Leases.answered``).
 A large result, or one holding refs, comes through the node instead
 (OWNED_RESULT on the link, then the node's READY).
 
+An actor call whose arguments are not all here yet is kept here until they
+are, and this process's later calls to that actor wait behind it (``_held``):
+sent at once, it would make the actor wait for them, and hold back the ready
+calls of its other callers.  Order is kept per caller, as in Ray.
+
 If a link breaks, the calls still unanswered on it are resent through the
 node, marked lost, so that the node retries or fails them.  The transport
 itself (``Link``, ``Hub``, ``Loopback``) is ``actorkit.direct``; the ledger of
@@ -17,6 +22,7 @@ calls in flight, and what the node is told of their results, is ``calls.py``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +47,7 @@ class DirectStatistics:
     routes: int  # actors known to listen here, not connected yet
     actor_links: int  # connected links to actors
     calls_in_flight: int  # direct calls not answered (actor calls and lent workers' tasks)
+    calls_held: int  # actor calls kept here until their arguments are (and those behind them)
     sent: int  # direct calls sent, since the start
 
 
@@ -72,6 +79,8 @@ class DirectCalls:
         self._subscribed = shared.subscribed
         self._outgoing = shared.outgoing
         self._stats = shared.stats
+        self._held: dict[bytes, deque[DirectCall]] = {}  # actor id -> calls not sent yet, in order
+        self._pumping: dict[bytes, bool] = {}  # actor id -> a thread sends its held calls; True: look again
         leases.link_handlers = (self.on_link_messages, self.on_link_lost)  # lent workers' links are read here
 
     def __repr__(self) -> str:
@@ -79,7 +88,8 @@ class DirectCalls:
 
     def statistics(self) -> DirectStatistics:
         with self._lock:
-            return DirectStatistics(len(self._routes), len(self._links), len(self._direct), self._stats["direct"])
+            held = sum(len(q) for q in self._held.values())
+            return DirectStatistics(len(self._routes), len(self._links), len(self._direct), held, self._stats["direct"])
 
     # ------------------------------------------------------------- routes
 
@@ -154,7 +164,11 @@ class DirectCalls:
         self._stats["submitted"] += 1
         with self._lock:
             release = None
-            if link is None and self._leases.queue_locked(call, shape):
+            actor_id = spec.actor_id
+            if link is not None and actor_id is not None and (actor_id in self._held or not self._here_locked(spec)):
+                self._held.setdefault(actor_id, deque()).append(call)
+                call.held = True
+            elif link is None and self._leases.queue_locked(call, shape):
                 pass
             elif link is None or getattr(link, "closed", False):
                 # Its lease was asked back, or its link lost before this call was on it
@@ -162,6 +176,11 @@ class DirectCalls:
                 release = self._calls.through_node_locked(call, False)
         if release is not None:
             self._calls.resent(release)
+        elif call.held:
+            missing = [object_id for object_id in spec.deps if object_id not in self._ready]
+            if missing:
+                self._objects.when_ready(missing, lambda: self._send_held(actor_id))  # type: ignore[arg-type]
+            self._send_held(actor_id)  # type: ignore[arg-type]
         elif link is None:
             self._leases.pump(shape)
         else:
@@ -171,6 +190,57 @@ class DirectCalls:
                 pass  # it died: its reader sees it close after the answers it sent, and resends the rest
             self._stats["direct"] += 1
         return refs
+
+    def _here_locked(self, spec: TaskSpec) -> bool:
+        ready = self._ready
+        return all(object_id in ready for object_id in spec.deps)
+
+    def _send_held(self, actor_id: bytes) -> None:
+        """Send the held calls to ``actor_id`` whose arguments are here, in order, up to the
+        first that still waits (from any thread; one at a time sends, so order is kept)."""
+        with self._lock:
+            if actor_id in self._pumping:
+                self._pumping[actor_id] = True  # the sending thread looks again before it stops
+                return
+            self._pumping[actor_id] = False
+        while True:
+            release: list[bytes] = []
+            cancelled: list[DirectCall] = []
+            with self._lock:
+                queue = self._held.get(actor_id)
+                ready: list[DirectCall] = []
+                while queue and self._here_locked(queue[0].spec):
+                    call = queue.popleft()
+                    call.held = False
+                    if call.cancelled:
+                        cancelled.append(call)
+                    elif self._direct.get(call.spec.task_id) is call:
+                        ready.append(call)
+                link = ready[0].link if ready else None
+                if link is not None and getattr(link, "closed", False):
+                    # Its link was lost (or dropped by kill()) while they waited: through the node.
+                    for call in ready:
+                        release.extend(self._calls.through_node_locked(call, False))
+                    ready = []
+            for call in cancelled:
+                self._complete_cancelled(call)
+            if release:
+                self._calls.resent(release)
+            if ready:
+                try:
+                    link.send([P.submit(P.ACTOR_CALL, spec_to_wire(c.spec)) for c in ready])  # type: ignore[union-attr]
+                except OSError:
+                    pass  # it died: its reader sees it close, and resends what it had not answered
+                self._stats["direct"] += len(ready)
+            with self._lock:
+                if self._pumping[actor_id]:
+                    self._pumping[actor_id] = False
+                    continue
+                del self._pumping[actor_id]
+                queue = self._held.get(actor_id)
+                if queue is not None and not queue:
+                    del self._held[actor_id]  # only now: a call made meanwhile went behind the sent ones
+                return
 
     def _withdraw(self, task_id: bytes) -> None:
         """Forget a direct call that was never sent."""
@@ -280,7 +350,13 @@ class DirectCalls:
             if link.lent_worker is not None:
                 shapes = self._leases.worker_lost_locked(link.lent_worker)
             # Those answered through the node are not lost: the node's READY is on its way.
-            lost = [call for call in self._direct.values() if call.link is link and not call.via_node]
+            lost = [call for call in self._direct.values() if call.link is link and not call.via_node and not call.held]
+            if actor_id is not None:
+                # Calls that never left: through the node, not lost (the process never saw them).
+                for call in self._held.pop(actor_id, ()):
+                    call.held = False
+                    if self._direct.get(call.spec.task_id) is call:
+                        releases.extend(self._calls.through_node_locked(call, False))
             for i, call in enumerate(lost):
                 if call.cancelled and call.lease is not None:
                     cancelled.append(call)

@@ -190,6 +190,23 @@ class Objects:
                 self._ready[object_id] = local
         return local
 
+    def when_ready(self, object_ids: list[bytes], callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (on the thread that reads the answer) once each of
+        ``object_ids`` is ready here, asking the node for those it will not send unasked."""
+        subscribe = []
+        with self._lock:
+            for object_id in object_ids:
+                if object_id in self._ready:
+                    continue
+                self._callbacks.setdefault(object_id, []).append(lambda _payload: callback())
+                if object_id not in self._subscribed:
+                    self._subscribed.add(object_id)
+                    subscribe.append(object_id)
+        if subscribe:
+            self._conn.send_many([(P.SUBSCRIBE, subscribe)])
+        else:
+            self._conn.flush()
+
     def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         object_id = ref._id
