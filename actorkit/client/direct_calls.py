@@ -18,8 +18,7 @@ calls in flight, and what the node is told of their results, is ``calls.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import payload as payload_codec
 from .. import protocol as P
@@ -36,8 +35,7 @@ from .refs import RefCounts
 from .shared import Shared
 
 
-@dataclass(frozen=True, slots=True)
-class DirectStatistics:
+class DirectStatistics(NamedTuple):
     routes: int  # actors known to listen here, not connected yet
     actor_links: int  # connected links to actors
     calls_in_flight: int  # direct calls not answered (actor calls and lent workers' tasks)
