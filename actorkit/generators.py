@@ -12,17 +12,15 @@ handed out (``node/streams.py``); they are freed with the generator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .object_ref import ObjectRef
-from .task_spec import return_id
 
 if TYPE_CHECKING:
     from .client import Client
 
 
-class ObjectRefGenerator(Iterator[ObjectRef[Any]], AsyncIterator[ObjectRef[Any]]):
+class ObjectRefGenerator:
     """Refs to a streaming generator task's items, in order, each as soon as it is made."""
 
     def __init__(self, completion: ObjectRef[int], client: Client) -> None:
@@ -33,7 +31,7 @@ class ObjectRefGenerator(Iterator[ObjectRef[Any]], AsyncIterator[ObjectRef[Any]]
         self._done = False
         # The node must know the completion (a direct call's result is this process's until it
         # escapes), and that this generator holds it: its items are freed when it is.
-        client.escaping(return_id(self._task_id, 0))
+        client.escaping(completion.binary())
         client.request("stream_open", self._task_id)
 
     def __repr__(self) -> str:
@@ -92,7 +90,7 @@ class ObjectRefGenerator(Iterator[ObjectRef[Any]], AsyncIterator[ObjectRef[Any]]
             del progress
 
 
-class DynamicObjectRefGenerator(Iterator[ObjectRef[Any]]):
+class DynamicObjectRefGenerator:
     """Refs to all the items of a ``num_returns="dynamic"`` generator task."""
 
     def __init__(self, refs: list[ObjectRef[Any]]) -> None:

@@ -20,8 +20,7 @@ Nothing here sends: what is buffered goes with the next send or the flusher.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import payload as payload_codec
 from .. import protocol as P
@@ -59,8 +58,7 @@ class DirectCall:
         return f"<DirectCall {self.spec.name} {self.spec.task_id.hex()} {where}{' cancelled' if self.cancelled else ''}>"
 
 
-@dataclass(frozen=True, slots=True)
-class CallStatistics:
+class CallStatistics(NamedTuple):
     in_flight: int  # direct calls not answered (waiting for a lease included)
     results_pending: int  # their results
     results_local_only: int  # results back, unknown to the node

@@ -26,8 +26,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..context import forked_error
@@ -58,8 +57,7 @@ class Reply:
         return f"<Reply {('ok' if self.ok else 'error') if self.event.is_set() else 'pending'}>"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionStatistics:
+class ConnectionStatistics(NamedTuple):
     closed: bool
     failed: bool
     messages_buffered: int  # waiting for the next send or the flusher

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import payload as payload_codec
 from .. import protocol as P
@@ -42,8 +41,7 @@ from .refs import RefCounts
 from .shared import Shared
 
 
-@dataclass(frozen=True, slots=True)
-class DirectStatistics:
+class DirectStatistics(NamedTuple):
     routes: int  # actors known to listen here, not connected yet
     actor_links: int  # connected links to actors
     calls_in_flight: int  # direct calls not answered (actor calls and lent workers' tasks)

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..direct import Link, OnLost, OnMessages
@@ -87,8 +86,7 @@ def inline_size(spec: TaskSpec) -> int:
     return len(spec.args.data or b"")
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseStatistics:
+class LeaseStatistics(NamedTuple):
     leases_held: int  # revoked ones whose tasks are not all answered included
     leases_usable: int  # not revoked: tasks may be sent on them
     tasks_in_flight: int  # on lent workers

@@ -19,8 +19,7 @@ import concurrent.futures
 import mmap
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import payload as payload_codec
 from .. import protocol as P
@@ -38,8 +37,7 @@ from .refs import RefCounts
 from .shared import Shared
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectStatistics:
+class ObjectStatistics(NamedTuple):
     ready: int  # payloads held, of objects this process holds refs to
     mapped: int  # of those, mapped shared memory
     subscribed: int  # objects READY is to come for

@@ -22,8 +22,7 @@ from __future__ import annotations
 import os
 import queue
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..object_ref import ObjectRef
 from .shared import Shared
@@ -34,8 +33,7 @@ if TYPE_CHECKING:
 RELEASED = object()  # wakes the flusher to send released references, after a moment
 
 
-@dataclass(frozen=True, slots=True)
-class RefStatistics:
+class RefStatistics(NamedTuple):
     objects_held: int  # objects with at least one live ref here
     refs_held: int  # live refs, all objects together
     addrefs_unsent: int  # first refs the node has not been told of yet

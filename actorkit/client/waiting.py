@@ -24,8 +24,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..direct import Link, Loopback
@@ -44,8 +43,7 @@ PROBE_AFTER_S = float(os.environ.get("ACTORKIT_NODE_PROBE_AFTER_S", "") or 10.0)
 PROBE_TIMEOUT_S = float(os.environ.get("ACTORKIT_NODE_PROBE_TIMEOUT_S", "") or 20.0)
 
 
-@dataclass(frozen=True, slots=True)
-class WaitStatistics:
+class WaitStatistics(NamedTuple):
     objects_waited_for: int  # objects some blocked get()/wait() misses
     waiters: int  # blocked get()/wait()s
     reading_a_link: bool  # a waiting thread reads a connection itself now

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import protocol as P
 from ..exceptions import ActorDiedError
@@ -31,8 +30,7 @@ if TYPE_CHECKING:
 ActorHandleInfo = tuple[bytes, str, dict[str, int]]  # (actor id, class name, methods): what a handle needs
 
 
-@dataclass(frozen=True)
-class ActorStatistics:
+class ActorStatistics(NamedTuple):
     actors: int
     actors_alive: int
     named: int

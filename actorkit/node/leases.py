@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 import socket
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import protocol as P
 from ..direct import socket_path
@@ -29,8 +28,7 @@ if TYPE_CHECKING:
     from .server import Node
 
 
-@dataclass(frozen=True)
-class LeaseStatistics:
+class LeaseStatistics(NamedTuple):
     lent: int
     wishes: int
     leases: int

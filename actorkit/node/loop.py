@@ -20,8 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import protocol as P
 from .records import ClientState
@@ -29,8 +28,7 @@ from .records import ClientState
 Handler = Callable[[ClientState, tuple[Any, ...]], None]
 
 
-@dataclass(frozen=True)
-class LoopStatistics:
+class LoopStatistics(NamedTuple):
     turns: int
     frames_read: int
     messages_read: int

@@ -7,14 +7,12 @@ last value, a histogram's counts per bucket, sum and count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .records import ClientState
 
 
-@dataclass(frozen=True)
-class MetricStatistics:
+class MetricStatistics(NamedTuple):
     metrics: int
     series: int
     records: int

@@ -14,8 +14,7 @@ and the actor ends when the last one goes (``on_freed``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import protocol as P
 from .. import shm
@@ -26,8 +25,7 @@ from ..task_spec import return_id
 from .records import ClientState, ObjectEntry, TaskRecord
 
 
-@dataclass(frozen=True)
-class ObjectStatistics:
+class ObjectStatistics(NamedTuple):
     objects: int
     objects_pending: int
     objects_freed: int

@@ -14,8 +14,7 @@ ends the actors and tasks that run in it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..members import NodeRecord
 from ..payload import Payload, from_wire
@@ -68,8 +67,7 @@ class PlacementGroupState:
         return f"<PlacementGroup {self.group_id.hex()[:12]} {self.strategy} {len(self.bundles)} bundles {self.state}>"
 
 
-@dataclass(frozen=True)
-class PlacementGroupStatistics:
+class PlacementGroupStatistics(NamedTuple):
     placement_groups: int
     placement_groups_pending: int
     bundles_placed: int

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..exceptions import ActorUnschedulableError, TaskUnschedulableError
 from ..members import NodeRecord
@@ -32,8 +31,7 @@ if TYPE_CHECKING:
 PIPELINE_DEPTH = 2
 
 
-@dataclass(frozen=True)
-class SchedulerStatistics:
+class SchedulerStatistics(NamedTuple):
     tasks_ready: int
     tasks_lined_up: int
     passes: int

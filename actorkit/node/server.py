@@ -22,7 +22,6 @@ gave it.  The node itself keeps only what is about clients as a whole
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing.connection
 import os
 import shutil
@@ -328,7 +327,7 @@ class Node:
             self.placement_groups, self.streams,
         )
         for component in components:
-            merged.update(dataclasses.asdict(component.statistics()))
+            merged.update(component.statistics()._asdict())
         store = self.objects.store
         return dict(merged, **store.stats, store_used=store.used, gate=dict(self._gate.stats))
 

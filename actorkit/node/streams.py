@@ -17,8 +17,7 @@ not handed out are released, and later ones are dropped as they come.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..payload import Payload, from_wire
 from ..task_spec import return_id
@@ -48,8 +47,7 @@ class Stream:
         return f"<Stream {self.task_id.hex()[:12]} items={len(self.items)} handed={len(self.handed)} {state}>"
 
 
-@dataclass(frozen=True)
-class StreamStatistics:
+class StreamStatistics(NamedTuple):
     streams: int
     stream_items: int
 

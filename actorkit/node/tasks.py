@@ -11,8 +11,7 @@ until its ``__init__`` returns.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import node_state, shm
 from ..exceptions import ObjectLostError, WorkerCrashedError
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
     from .server import Node
 
 
-@dataclass(frozen=True)
-class TaskStatistics:
+class TaskStatistics(NamedTuple):
     tasks_pending: int
     tasks_running: int
     tasks_finished: int

@@ -13,8 +13,7 @@ import itertools
 import selectors
 import signal
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import protocol as P
 from ..members import NodeRecord, RemoteProcess
@@ -31,8 +30,7 @@ if TYPE_CHECKING:
 IDLE_WORKER_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class PoolStatistics:
+class PoolStatistics(NamedTuple):
     workers: int
     workers_idle: int
     workers_started: int
