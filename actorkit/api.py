@@ -205,7 +205,7 @@ def wait(
     if not isinstance(object_refs, list):
         raise TypeError(f"wait() expected a list of ObjectRefs, got {type(object_refs).__name__}")
     for ref in object_refs:
-        if not isinstance(ref, ObjectRef):
+        if not isinstance(ref, (ObjectRef, ObjectRefGenerator)):
             raise TypeError(f"wait() expected a list of ObjectRefs, but the list holds {ref!r}")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"wait(num_returns={num_returns!r}) must be an int")
@@ -222,11 +222,13 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     timeout = _check_timeout(timeout, "wait()")
     client = context.current_client()
-    _check_not_waiting_on_self(object_refs)
-    ready_ids = client.wait_ready([r._id for r in object_refs], num_returns, timeout)
-    ready = [r for r in object_refs if r._id in ready_ids][:num_returns]
-    chosen = {r._id for r in ready}
-    return ready, [r for r in object_refs if r._id not in chosen]
+    # A generator is ready once its next item is made (or it has ended), as in Ray.
+    waited = [r._waitable() if isinstance(r, ObjectRefGenerator) else r for r in object_refs]
+    _check_not_waiting_on_self(waited)
+    ready_ids = client.wait_ready([r._id for r in waited], num_returns, timeout)
+    ready = [given for given, r in zip(object_refs, waited) if r._id in ready_ids][:num_returns]
+    chosen = {id(given) for given in ready}
+    return ready, [given for given in object_refs if id(given) not in chosen]
 
 
 def _check_not_waiting_on_self(refs: list[ObjectRef]) -> None:

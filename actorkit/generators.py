@@ -29,6 +29,7 @@ class ObjectRefGenerator:
         self._client = client
         self._index = 0
         self._done = False
+        self._peeked: ObjectRef[Any] | None = None  # the next item's ref, found by wait()
         # The node must know the completion (a direct call's result is this process's until it
         # escapes), and that this generator holds it: its items are freed when it is.
         client.escaping(completion.binary())
@@ -76,6 +77,10 @@ class ObjectRefGenerator:
         """The next item's ref, waiting for it to be made; None once there are no more."""
         if self._done:
             return None
+        if self._peeked is not None:
+            ref, self._peeked = self._peeked, None
+            self._index += 1
+            return ref
         client = self._client
         while True:
             kind, object_id = client.request("stream_next", self._task_id, self._index, timeout=None)
@@ -88,6 +93,20 @@ class ObjectRefGenerator:
             progress = client.adopt_ref(object_id)  # set at the next item or the end
             client.wait_ready([object_id], 1, timeout)  # lends a worker's CPUs, as get() does
             del progress
+
+
+    def _waitable(self) -> ObjectRef[Any]:
+        """A ref that ``wait()`` can wait for: ready once ``next()`` would not block (the
+        next item is made, or the generator has ended)."""
+        if self._done or self._peeked is not None:
+            return self._peeked or self._completion
+        kind, object_id = self._client.request("stream_next", self._task_id, self._index, timeout=None)
+        if kind == "end":
+            return self._completion
+        ref = self._client.adopt_ref(object_id)
+        if kind == "item":
+            self._peeked = ref  # next() gives it without asking again
+        return ref  # the item, or a progress object set at the next item or the end
 
 
 class DynamicObjectRefGenerator:

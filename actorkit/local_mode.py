@@ -127,9 +127,9 @@ class LocalClient:
                 self._counts[contained] = self._counts.get(contained, 0) + 1
             self._objects[object_id] = (serialized, is_error)
 
-    def put_serialized(self, serialized: Serialized) -> ObjectRef:
+    def put_serialized(self, serialized: Serialized, is_error: bool = False) -> ObjectRef:
         object_id = self.new_task_id() + (0).to_bytes(4, "big")
-        self._store(object_id, serialized)
+        self._store(object_id, serialized, is_error)
         self.stats["puts"] += 1
         return self.adopt_ref(object_id)
 
@@ -219,7 +219,13 @@ class LocalClient:
         if not inspect.isgenerator(items) and not isinstance(items, list):
             raise TypeError(f"{spec.name} was called with num_returns={spec.generator!r}, so it must be a generator function")
         if spec.generator == "dynamic":
-            return DynamicObjectRefGenerator([self.put(item) for item in items])
+            refs = []
+            try:
+                for item in items:
+                    refs.append(self.put(item))
+            except Exception as e:  # as in Ray: the error is the last item
+                refs.append(self.put_serialized(serialize(_wrap(spec.name, e)), is_error=True))
+            return DynamicObjectRefGenerator(refs)
         count = 0
         try:
             for item in items:

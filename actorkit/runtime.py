@@ -14,6 +14,7 @@ import atexit
 import os
 import sys
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import context
@@ -49,6 +50,7 @@ _INIT_KEYWORDS = (
     "local_mode",
     "dashboard",
     "_temp_dir",
+    "_metrics_export_port",
 )
 _RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -95,6 +97,7 @@ def init(
     local_mode: bool | None = None,
     dashboard: bool = False,
     _temp_dir: str | None = None,
+    _metrics_export_port: int | None = None,
     **unknown: Any,
 ) -> dict[str, Any]:
     """Start a node and connect this process to it as a driver (Ray's ``init``).
@@ -102,6 +105,13 @@ def init(
     Returns information about the node (its id, session, address).
     """
     global _driver
+    if _metrics_export_port is not None:
+        # Ray serves Prometheus metrics there; actorkit keeps them at the node instead.
+        warnings.warn(
+            "init(_metrics_export_port=...): actorkit has no Prometheus exporter; read the metrics "
+            "with actorkit.util.state.list_metrics() or `actorkit status`",
+            stacklevel=2,
+        )
     if unknown:
         raise TypeError(
             f"init() got unexpected keyword argument(s) {sorted(unknown)}; "

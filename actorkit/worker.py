@@ -37,7 +37,7 @@ from .generators import DynamicObjectRefGenerator
 from .mailbox import Mailbox
 from .payload import Payload
 from .procutil import set_process_name
-from .serialization import SerializationError, task_error
+from .serialization import SerializationError, serialize, task_error
 from .strategy import in_group
 from .task_spec import (
     ArgRef,
@@ -278,7 +278,13 @@ class TaskExecutor:
                 f"function (one that yields), but it returned {type(items).__name__}"
             )
         if spec.generator == "dynamic":
-            return DynamicObjectRefGenerator([self.client.put(item) for item in items])
+            refs = []
+            try:
+                for item in items:
+                    refs.append(self.client.put(item))
+            except BaseException as e:  # noqa: B036 - as in Ray: the error is the last item
+                refs.append(self._put_error(spec, e))
+            return DynamicObjectRefGenerator(refs)
         count = 0
         try:
             for item in items:
@@ -293,7 +299,13 @@ class TaskExecutor:
     async def _drain_async(self, spec: TaskSpec, items: Any) -> Any:
         """``_drain`` for an async generator (an async actor's method)."""
         if spec.generator == "dynamic":
-            return DynamicObjectRefGenerator([self.client.put(item) async for item in items])
+            refs = []
+            try:
+                async for item in items:
+                    refs.append(self.client.put(item))
+            except BaseException as e:  # noqa: B036
+                refs.append(self._put_error(spec, e))
+            return DynamicObjectRefGenerator(refs)
         count = 0
         try:
             async for item in items:
@@ -304,6 +316,9 @@ class TaskExecutor:
             count += 1
         self.client.send((P.STREAM_END, spec.task_id, count))
         return count
+
+    def _put_error(self, spec: TaskSpec, error: BaseException) -> Any:
+        return self.client.put_serialized(serialize(self.wrap_error(spec.name, error)), is_error=True)
 
     def _stream_item(self, spec: TaskSpec, index: int, item: Any) -> None:
         try:
@@ -380,11 +395,32 @@ class TaskExecutor:
         self._send_result(spec, [payload] * spec.num_returns, retryable)
 
     def _result_payloads(self, spec: TaskSpec, result: Any) -> list[Payload]:
+        if spec.num_returns > 1 and inspect.isgenerator(result):
+            return self._yielded_payloads(spec, result)
         values = split_returns(spec, result)
         try:
             return [self.client.encode(v) for v in values]
         except SerializationError as e:
             raise e.about(f"the value {spec.name}() returned") from None
+
+    def _yielded_payloads(self, spec: TaskSpec, items: Any) -> list[Payload]:
+        """A generator with a fixed ``num_returns``: its first items are the results, as in
+        Ray; if it raises (or stops) before yielding them all, the rest hold the error."""
+        payloads: list[Payload] = []
+        try:
+            for item in items:
+                payloads.append(self.client.encode(item))
+                if len(payloads) == spec.num_returns:
+                    break  # more would be ignored (Ray only logs them): do not run it further
+            else:
+                raise ValueError(
+                    f"task {spec.name} has num_returns={spec.num_returns} but its generator "
+                    f"yielded only {len(payloads)} values"
+                )
+        except BaseException as e:  # noqa: B036 - the results it could not make hold its error
+            failed = self._task_error(spec, e)
+            payloads += [failed] * (spec.num_returns - len(payloads))
+        return payloads
 
     def _task_error(self, spec: Any, error: BaseException) -> Payload:
         return payload_codec.encode(self.wrap_error(spec.name, error), self.client.session, is_error=True)

@@ -140,3 +140,39 @@ def test_generators_in_local_mode(shutdown_only):
     ray.init(local_mode=True)
     assert [ray.get(r) for r in numbers.remote(3)] == [0, 10, 20]
     assert [ray.get(r) for r in ray.get(dynamic.remote(2))] == [0, 1]
+
+
+@ray.remote
+def yields_two_then_fails():
+    yield 0
+    yield 1
+    raise ValueError("after two")
+
+
+def test_wait_on_a_generator_is_ready_when_its_next_item_is(ray_start_shared, kill_after):
+    signal = kill_after(SignalActor.remote())
+    generator = after_signal.remote(signal)
+    ready, _ = ray.wait([generator], timeout=T)
+    assert ready == [generator]
+    assert ray.get(next(generator), timeout=T) == "first"
+    ready, not_ready = ray.wait([generator], timeout=0)
+    assert ready == [] and not_ready == [generator]  # "second" waits for the signal
+    ray.get(signal.send.remote(), timeout=T)
+    assert ray.wait([generator], timeout=T)[0] == [generator]
+    assert ray.get(next(generator), timeout=T) == "second"
+    assert ray.wait([generator], timeout=T)[0] == [generator]  # ended: next() does not block
+    with pytest.raises(StopIteration):
+        next(generator)
+
+
+def test_errors_of_static_and_dynamic_generators_land_where_ray_puts_them(ray_start_shared):
+    first, second, third, fourth = yields_two_then_fails.options(num_returns=4).remote()
+    assert ray.get([first, second], timeout=T) == [0, 1]
+    for ref in (third, fourth):
+        with pytest.raises(ValueError, match="after two"):
+            ray.get(ref, timeout=T)
+    assert ray.get(yields_two_then_fails.options(num_returns=2).remote(), timeout=T) == [0, 1]
+    refs = list(ray.get(yields_two_then_fails.options(num_returns="dynamic").remote(), timeout=T))
+    assert len(refs) == 3 and ray.get(refs[:2], timeout=T) == [0, 1]
+    with pytest.raises(ValueError, match="after two"):
+        ray.get(refs[2], timeout=T)

@@ -106,3 +106,9 @@ def test_metrics_in_local_mode_and_in_actorkit_status(shutdown_only, tmp_path):
     list_metrics()  # sends this process's records
     status = subprocess.run([sys.executable, "-m", "actorkit", "status"], capture_output=True, text=True, timeout=60)
     assert "unit_status_gauge{shard=a} gauge 42" in status.stdout, status.stdout + status.stderr
+
+
+def test_init_accepts_ray_s_metrics_export_port_and_says_where_metrics_are(shutdown_only):
+    with pytest.warns(UserWarning, match="list_metrics"):
+        ray.init(num_cpus=1, _metrics_export_port=8080)
+    assert ray.is_initialized()

@@ -112,9 +112,10 @@ class Objects:
                 )
         return shm.create(shared.session, size)
 
-    def put_serialized(self, serialized: Any) -> ObjectRef:
+    def put_serialized(self, serialized: Any, is_error: bool = False) -> ObjectRef:
+        """Store an already serialized value (with ``is_error``, an error ``get()`` raises)."""
         object_id = self._shared.new_task_id() + b"\0\0\0\0"
-        data = payload_codec.from_serialized(serialized, self._shared.session, allocate=self.allocate)
+        data = payload_codec.from_serialized(serialized, self._shared.session, is_error, allocate=self.allocate)
         with self._lock:
             self._ready[object_id] = data
             self._shared.unsynced = True
