@@ -332,6 +332,14 @@ class RuntimeContext(NamedTuple):
     def get_node_id(self) -> str:
         return self.node_id
 
+    def is_canceled(self) -> bool:
+        """Whether the calling task or actor call has been cancelled (Ray's ``is_canceled``):
+        a running actor call is not interrupted, and may check this to stop early."""
+        executor = context.current_executor()
+        if executor is None or self.task_id is None:
+            raise RuntimeError("is_canceled() is only available inside a task or an actor's method")
+        return executor.is_cancelled(bytes.fromhex(self.task_id))
+
     def get_assigned_resources(self) -> dict[str, float]:
         return dict(self.assigned_resources)
 

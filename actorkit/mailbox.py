@@ -105,6 +105,16 @@ class Mailbox:
                 else:
                     self._read(link)
 
+    def poll(self) -> None:
+        """Read what the links hold now, without waiting: on the consumer's thread while it
+        runs an item, so that a cancellation sent meanwhile is seen (``is_canceled()``)."""
+        for key, _ in self._selector.select(0):
+            link = key.data
+            if link is None:
+                _drain(self._wake_r)  # the consumer is not asleep: nothing to wake
+            elif not (self._borrowed and link is self._lender[1]):  # type: ignore[index]
+                self._read(link)
+
     def take(self, wanted: Callable[[Any], bool]) -> list[Any]:
         """Remove and return the queued items that are ``wanted``."""
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .exceptions import TaskCancelledError
+from .exceptions import TaskCancelledError, TaskError
 from .payload import Payload, from_wire
 
 
@@ -134,8 +134,11 @@ def forever(n: int) -> int:
 
 
 def cancelled_error(spec: TaskSpec) -> TaskCancelledError:
-    """What ``get()`` of a cancelled task raises, wherever the cancellation is settled."""
-    return TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
+    """What ``get()`` of a cancelled task raises, wherever the cancellation is settled: a
+    ``TaskCancelledError`` that is a ``TaskError`` too, as Ray's is for a cancelled actor
+    call (its scripts catch either)."""
+    message = f"task {spec.name} ({spec.task_id.hex()}) was cancelled"
+    return TaskError(spec.name, message, TaskCancelledError(message)).as_instanceof_cause()  # type: ignore[return-value]
 
 
 def return_id(task_id: bytes, index: int) -> bytes:

@@ -176,6 +176,13 @@ class TaskExecutor:
             self.cancelled.discard(current.task_id)
             raise KeyboardInterrupt(f"task {current.name} was cancelled")
 
+    def is_cancelled(self, task_id: bytes) -> bool:
+        """Whether ``task_id`` (the calling task or call) has been cancelled."""
+        if self.serial_actor or self.actor_id is None:
+            if threading.current_thread() is threading.main_thread():
+                self.inbox.poll()  # a cancellation on a direct link waits there while this runs
+        return task_id in self.cancelled
+
     def _skip_cancelled(self, spec: TaskSpec) -> bool:
         if spec.task_id not in self.cancelled:
             return False
@@ -194,6 +201,12 @@ class TaskExecutor:
         except BaseException as e:  # noqa: B036 - KeyboardInterrupt is a cancellation
             self._report_error(spec, e)
         else:
+            if spec.actor_id is not None and spec.task_id in self.cancelled:
+                # A running actor call is not interrupted (it may check is_canceled()),
+                # but its caller gets TaskCancelledError, as in Ray.
+                self.cancelled.discard(spec.task_id)
+                self._report_error(spec, KeyboardInterrupt(f"task {spec.name} was cancelled"))
+                return
             self._report(spec, result)
 
     async def call_async(self, message: tuple[Any, ...]) -> None:

@@ -217,6 +217,31 @@ def test_cancelling_an_async_call_that_swallows_the_cancellation(ray_start_share
         ray.get(ref, timeout=T)
 
 
+def test_a_running_sync_actor_call_can_see_it_was_cancelled(ray_start_shared, kill_after, signal):
+    from actorkit.exceptions import TaskError
+
+    @ray.remote
+    class Careful:
+        def work(self, started):
+            started.send.remote()
+            while not ray.get_runtime_context().is_canceled():
+                pass  # not interrupted: it checks, as Ray's sync actors do
+            return "stopped early"
+
+        def ping(self):
+            return "pong"
+
+    careful = kill_after(Careful.remote())
+    assert ray.get(careful.ping.remote(), timeout=T) == "pong"  # from now on, calls go directly
+    ref = careful.work.remote(signal)
+    ray.get(signal.wait.remote(), timeout=T)  # it runs
+    ray.cancel(ref)  # on the direct link, which the running method reads when it checks
+    with pytest.raises(TaskCancelledError) as caught:
+        ray.get(ref, timeout=T)
+    assert isinstance(caught.value, TaskError)  # Ray's scripts catch RayTaskError here too
+    assert ray.get(careful.ping.remote(), timeout=T) == "pong"
+
+
 def test_timeout_then_the_value(box, signal):
     ref = box.after.remote(signal, "late")
     with pytest.raises(GetTimeoutError):
