@@ -63,7 +63,19 @@ def node_id() -> str:
 
 
 def namespace() -> str:
-    return _driver.namespace if _driver is not None else ""
+    """The namespace of this driver's job, or (in a worker) of the job of the task it runs."""
+    if _driver is not None:
+        return _driver.namespace
+    if context.executor is None:
+        return ""
+    job_id = context.current_job_id()
+    known = _job_namespaces.get(job_id)
+    if known is None:
+        known = _job_namespaces[job_id] = context.current_client().request("namespace", job_id)
+    return known
+
+
+_job_namespaces: dict[bytes, str] = {}  # in a worker: what the node said each job's namespace is
 
 
 def is_initialized() -> bool:

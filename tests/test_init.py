@@ -56,6 +56,18 @@ def test_namespace(shutdown_only):
     ray.init(num_cpus=1, namespace="my_namespace")
     assert ray.get_runtime_context().namespace == "my_namespace"
 
+    @ray.remote
+    def namespace_in_a_task():
+        return ray.get_runtime_context().namespace
+
+    @ray.remote
+    class InAnActor:
+        def namespace(self):
+            return ray.get_runtime_context().namespace
+
+    assert ray.get(namespace_in_a_task.remote()) == "my_namespace"
+    assert ray.get(InAnActor.remote().namespace.remote()) == "my_namespace"
+
 
 def test_accepted_keywords(shutdown_only):
     ray.init(

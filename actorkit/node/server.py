@@ -162,6 +162,7 @@ class Node:
             "resources": lambda _client: self.resources(),
             "stats": lambda _client: self.statistics(),
             "nodes": lambda _client: [n.describe() for n in self.nodes.values()],
+            "namespace": lambda _client, job_id: self.namespaces.get(job_id, ""),
             "state": lambda _client, kind: node_state.snapshot(self, kind),
             "sync": lambda _client: None,  # answered after everything the client sent before it
         }
