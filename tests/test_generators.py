@@ -176,3 +176,18 @@ def test_errors_of_static_and_dynamic_generators_land_where_ray_puts_them(ray_st
     assert len(refs) == 3 and ray.get(refs[:2], timeout=T) == [0, 1]
     with pytest.raises(ValueError, match="after two"):
         ray.get(refs[2], timeout=T)
+
+
+def test_a_worker_cancelled_as_it_starts_to_wait_runs_its_next_task(ray_start_shared):
+    # The cancellation lands while the task enters get(); half set up, the wait used to
+    # leave a thread reading the worker's links, and the worker hung on its next task
+    # (about one round in 30 hit that window).
+    for _ in range(30):
+        signal = SignalActor.remote()
+        generator = after_signal.remote(signal)
+        assert ray.get(next(generator), timeout=T) == "first"
+        ray.cancel(generator)
+        with pytest.raises(TaskCancelledError):
+            ray.get(next(generator), timeout=T)
+        assert ray.get(numbers.remote(2).completed(), timeout=T) == 2
+        ray.kill(signal)

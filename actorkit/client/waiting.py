@@ -19,11 +19,13 @@ sets.  While it waits:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .. import protocol as P
@@ -179,15 +181,19 @@ class Waits:
     def _block_on(self, waiter: Waiter, missing: list[bytes], timeout: float | None) -> None:
         # A worker's task that blocks lends its CPUs to the node meanwhile, so
         # that nested tasks can run even when they outnumber the CPUs.
-        lent = self.in_task
         resume = None
-        if lent:
-            self.task_blocked = True
-            if self.on_block is not None:
-                resume = self.on_block()
-            self._revocations.blocked()
-            self._conn.send((P.BLOCKED,))
+        blocked = False
         try:
+            # A cancellation (SIGINT) halfway through either end would leave the watcher of
+            # the links running, or the node thinking this task blocked: it waits for both.
+            with _no_interrupt():
+                if self.in_task:
+                    self.task_blocked = True
+                    if self.on_block is not None:
+                        resume = self.on_block()
+                    self._revocations.blocked()
+                    self._conn.send((P.BLOCKED,))
+                    blocked = True
             link = self._link_of(missing)
             if timeout is None:
                 self._wait_probing(waiter, link)
@@ -196,12 +202,13 @@ class Waits:
                     timeout = self._read_link(link, waiter, timeout)  # type: ignore[arg-type]
                 waiter.event.wait(timeout)
         finally:
-            try:
-                if resume is not None:
-                    resume()
-            finally:
-                if lent:
-                    self._conn.send((P.UNBLOCKED,))
+            with _no_interrupt():
+                try:
+                    if resume is not None:
+                        resume()
+                finally:
+                    if blocked:
+                        self._conn.send((P.UNBLOCKED,))
 
     def _wait_probing(self, waiter: Waiter, link: Link | Loopback | None) -> None:
         """Wait for ``waiter`` without a deadline, but not for a node that stopped answering.
@@ -302,3 +309,17 @@ class Waits:
         """Close the wake pipe, once no thread polls it any more."""
         with self._link_reading:
             self._shared.close_pipe()
+
+
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Hold SIGINT back on the main thread (where a cancellation raises KeyboardInterrupt)
+    while the block runs; it is raised once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -77,9 +77,14 @@ class StreamTable:
     def on_stream_item(self, _client: ClientState, message: tuple[Any, ...]) -> None:
         _, task_id, index, wire = message
         stream, payload = self._stream(task_id), from_wire(wire)
-        if stream.dropped or index != len(stream.items):
-            self.objects.store.release_unowned(payload)  # nobody will read it (or it came twice: a retry)
+        # An item whose index is taken came twice (a retry) and is dropped, except an error:
+        # it is always the last, and a cancellation can interrupt the worker between
+        # sending an item and counting it, so that its error comes with that item's index.
+        duplicate = index < len(stream.items) and not payload.is_error
+        if stream.dropped or stream.ended or duplicate:
+            self.objects.store.release_unowned(payload)  # nobody will read it
             return
+        index = len(stream.items)
         item_id = return_id(task_id, index + 1)
         entry = self.objects.entries.get(item_id)
         if entry is None:
