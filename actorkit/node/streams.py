@@ -84,24 +84,12 @@ class StreamTable:
         if stream.dropped or stream.ended or duplicate:
             self.objects.store.release_unowned(payload)  # nobody will read it
             return
-        index = len(stream.items)
-        item_id = return_id(task_id, index + 1)
-        entry = self.objects.entries.get(item_id)
-        if entry is None:
-            entry = self.objects.entries[item_id] = ObjectEntry()
-        entry.refcount += 1  # the stream's hold, until handed out
-        self.objects.set(item_id, payload)
-        stream.items.append(item_id)
-        self._items += 1
+        self._append(stream, payload)
         self._progress(stream)
 
     def on_stream_end(self, _client: ClientState, message: tuple[Any, ...]) -> None:
         _, task_id, _count = message
-        stream = self._stream(task_id)
-        stream.ended = True
-        self._progress(stream)
-        if stream.dropped:
-            del self.by_task[stream.task_id]
+        self._end(self._stream(task_id))
 
     def task_ended(self, task_id: bytes, payloads: list[Payload]) -> None:
         """A streaming task finished at the node; if its worker did not end its stream (it
@@ -115,17 +103,25 @@ class StreamTable:
         if stream.ended:
             return
         if payloads and payloads[0].is_error and not stream.dropped:
-            item_id = return_id(task_id, len(stream.items) + 1)
-            entry = self.objects.entries.get(item_id)
-            if entry is None:
-                entry = self.objects.entries[item_id] = ObjectEntry()
-            entry.refcount += 1
-            self.objects.set(item_id, payloads[0])  # error payloads are inline: shared safely
-            stream.items.append(item_id)
+            self._append(stream, payloads[0])  # error payloads are inline: shared safely
+        self._end(stream)
+
+    def _append(self, stream: Stream, payload: Payload) -> None:
+        """Set ``payload`` as the stream's next item, held by the stream until handed out."""
+        item_id = return_id(stream.task_id, len(stream.items) + 1)
+        entry = self.objects.entries.get(item_id)
+        if entry is None:
+            entry = self.objects.entries[item_id] = ObjectEntry()
+        entry.refcount += 1  # the stream's hold
+        self.objects.set(item_id, payload)
+        stream.items.append(item_id)
+        self._items += 1
+
+    def _end(self, stream: Stream) -> None:
         stream.ended = True
         self._progress(stream)
         if stream.dropped:
-            del self.by_task[task_id]
+            del self.by_task[stream.task_id]
 
     def request_open(self, client: ClientState, task_id: bytes) -> None:
         """The consumer holds the task's generator (and so its completion): keep the items for it."""
@@ -151,6 +147,8 @@ class StreamTable:
     def completion_freed(self, object_id: bytes) -> None:
         """An object was freed; if it is a generator task's completion, its consumer is gone
         (the stream is kept until then, however far it was read)."""
+        if not self.by_task:
+            return  # the usual case, on every freed object: no stream open
         task_id = object_id[:-4]
         stream = self.by_task.get(task_id)
         if stream is None or object_id != return_id(task_id, 0):
