@@ -108,6 +108,7 @@ def test_a_group_that_cannot_fit_stays_pending_then_is_placed(pg_node):
     assert ray.get(ready, timeout=T) == second
     impossible = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")  # one node only
     assert not impossible.wait(0.2)
+    assert placement_group_table(impossible)["bundles_to_node_id"] == {}  # nothing half placed
     remove_placement_group(impossible)
 
 

@@ -14,6 +14,7 @@ ends the actors and tasks that run in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..members import NodeRecord
@@ -190,51 +191,38 @@ class PlacementGroupTable:
     def _place(self, group: PlacementGroupState) -> bool:
         """Reserve every bundle by the group's strategy, or none (False)."""
         nodes = [n for n in self._nodes.values() if n.alive]
-        if group.strategy == "STRICT_PACK" or group.strategy == "PACK":
-            for node in nodes:
-                if self._reserve_all(group, [node] * len(group.bundles)):
-                    return True
+        if group.strategy in ("PACK", "STRICT_PACK"):
+            if any(self._reserve(group, _only(node)) for node in nodes):
+                return True  # all on one node
             if group.strategy == "STRICT_PACK":
                 return False
-        taken: list[Allocation] = []
-        used: dict[NodeRecord, int] = {}
-        for bundle in group.bundles:
-            candidates = [n for n in nodes if n.ledger.fits(bundle.demand)]
-            if group.strategy == "STRICT_SPREAD":
-                candidates = [n for n in candidates if n not in used]
-            if group.strategy in ("SPREAD", "STRICT_SPREAD"):
-                candidates.sort(key=lambda n: used.get(n, 0))  # fewest of this group's bundles first
-            else:
-                candidates.sort(key=lambda n: -used.get(n, 0))  # PACK: where the group already is
-            if not candidates:
-                for allocation in taken:
-                    allocation.ledger.release(allocation)
-                return False
-            node = candidates[0]
-            taken.append(node.ledger.acquire(bundle.demand))
-            used[node] = used.get(node, 0) + 1
-            bundle.node = node
-        for bundle, allocation in zip(group.bundles, taken):
-            self._carve(bundle, allocation)
-        return True
+        spread = group.strategy in ("SPREAD", "STRICT_SPREAD")
 
-    def _reserve_all(self, group: PlacementGroupState, nodes: list[NodeRecord]) -> bool:
-        taken: list[Allocation] = []
-        for bundle, node in zip(group.bundles, nodes):
-            if not node.ledger.fits(bundle.demand):
-                for allocation in taken:
-                    allocation.ledger.release(allocation)
-                return False
-            taken.append(node.ledger.acquire(bundle.demand))
-        for bundle, node, allocation in zip(group.bundles, nodes, taken):
-            bundle.node = node
-            self._carve(bundle, allocation)
-        return True
+        def candidates(used: dict[NodeRecord, int]) -> list[NodeRecord]:
+            allowed = [n for n in nodes if n not in used] if group.strategy == "STRICT_SPREAD" else nodes
+            # SPREAD: the nodes with the fewest of this group's bundles first; PACK: the most.
+            return sorted(allowed, key=lambda n: used.get(n, 0) if spread else -used.get(n, 0))
+
+        return self._reserve(group, candidates)
 
     @staticmethod
-    def _carve(bundle: Bundle, allocation: Allocation) -> None:
-        bundle.reservation = allocation
-        bundle.ledger = ResourceLedger.carved(allocation)
+    def _reserve(group: PlacementGroupState, candidates: Callable[[dict[NodeRecord, int]], list[NodeRecord]]) -> bool:
+        """Take each bundle from the first of its candidate nodes with room for it (given the
+        group's bundles taken so far, by node), and give it a ledger; or take nothing (False)."""
+        taken: list[tuple[NodeRecord, Allocation]] = []
+        used: dict[NodeRecord, int] = {}
+        for bundle in group.bundles:
+            node = next((n for n in candidates(used) if n.ledger.fits(bundle.demand)), None)
+            if node is None:
+                for _node, allocation in taken:
+                    allocation.ledger.release(allocation)
+                return False
+            taken.append((node, node.ledger.acquire(bundle.demand)))
+            used[node] = used.get(node, 0) + 1
+        for bundle, (node, allocation) in zip(group.bundles, taken):
+            bundle.node, bundle.reservation = node, allocation
+            bundle.ledger = ResourceLedger.carved(allocation)
+        return True
 
     def _infeasible(self, group: PlacementGroupState) -> str:
         """Why no set of live nodes could ever hold the group, or "" if some could once free."""
@@ -286,12 +274,11 @@ class PlacementGroupTable:
                 bundle.reservation.ledger.release(bundle.reservation)
                 bundle.reservation = None
         for actor in list(self.actors.by_id.values()):
-            placed = in_group(actor.spec.strategy)
-            if placed is not None and placed[0] == group.group_id and actor.state != "DEAD":
+            if _runs_in(group, actor.spec.strategy) and actor.state != "DEAD":
                 self.actors.kill(actor, f"its placement group was removed ({why})")
         for worker in list(self.pool.workers.values()):
             task = worker.task
-            if task is not None and worker.actor is None and (in_group(task.spec.strategy) or (None,))[0] == group.group_id:
+            if task is not None and worker.actor is None and _runs_in(group, task.spec.strategy):
                 task.retries_left = 0
                 worker.process.kill()  # as Ray does: the tasks using the reservation end with it
         self.scheduler.needed = True  # what waited for it fails now; what it held is free
@@ -300,3 +287,12 @@ class PlacementGroupTable:
         for group in list(self.by_id.values()):
             if group.job_id == job_id and not group.detached and group.state != "REMOVED":
                 self.remove(group, "its driver exited")
+
+
+def _runs_in(group: PlacementGroupState, strategy: Any) -> bool:
+    placed = in_group(strategy)
+    return placed is not None and placed[0] == group.group_id
+
+
+def _only(node: NodeRecord) -> Callable[[dict[NodeRecord, int]], list[NodeRecord]]:
+    return lambda _used: [node]
