@@ -39,17 +39,17 @@ class MetricBatch:
     def __repr__(self) -> str:
         return f"<MetricBatch pending={len(self._pending)} sent={self.sent}>"
 
-    def define(self, name: str, kind: str, description: str, boundaries: tuple[float, ...] = ()) -> None:
-        with self._lock:
-            known = self._kinds.get(name)
-            if known is not None and known[0] != kind:
-                raise ValueError(f"metric {name!r} is already a {known[0]}: give the {kind} another name")
-            self._kinds[name] = (kind, description, boundaries)
-
-    def record(self, name: str, tags: tuple[tuple[str, str], ...], value: float) -> None:
+    def record(
+        self, name: str, kind: str, description: str, boundaries: tuple[float, ...],
+        tags: tuple[tuple[str, str], ...], value: float,
+    ) -> None:
+        """Combine one record of metric ``name`` (of ``kind``) into what is pending."""
         key = (name, tags)
         with self._lock:
-            kind, _description, boundaries = self._kinds[name]
+            known = self._kinds.setdefault(name, (kind, description, boundaries))
+            if known[0] != kind:
+                raise ValueError(f"metric {name!r} is already a {known[0]}: give the {kind} another name")
+            boundaries = known[2]  # the first definition's, as the node keeps it
             if kind == "counter":
                 self._pending[key] = self._pending.get(key, 0.0) + value
             elif kind == "gauge":

@@ -97,8 +97,7 @@ class Metric:
         batch = _batch()
         if batch is None:
             return  # no node to report to (not initialized): as in Ray, the record goes nowhere
-        batch.define(self._name, self._kind, self._description, self._boundaries)
-        batch.record(self._name, tuple(sorted(final.items())), float(value))
+        batch.record(self._name, self._kind, self._description, self._boundaries, tuple(sorted(final.items())), float(value))
 
 
 class Counter(Metric):
