@@ -72,13 +72,10 @@ class Scheduler:
     def enqueue(self, task: TaskRecord) -> None:
         """Queue a task whose arguments are set, once some node could ever run it."""
         strategy = task.spec.strategy
-        named = affinity(strategy)
-        if named is not None and not named[1]:
-            target = self._nodes.get(named[0])
-            if target is None or not target.alive:
-                state = "dead" if target else "unknown"
-                self.unschedulable(task, f"its NodeAffinitySchedulingStrategy names node {named[0]}, which is {state}")
-                return
+        gone = self._named_node_gone(task)
+        if gone:
+            self.unschedulable(task, gone)
+            return
         key = (task.shape, strategy)
         missing = None if key in self.placeable else unplaceable(task.demand, strategy, self._nodes.values())
         if missing == {}:
@@ -95,14 +92,22 @@ class Scheduler:
     def never_placeable(self, task: TaskRecord) -> bool:
         """Whether no live node could ever run ``task`` (it names a dead node, or needs more
         than any live node has)."""
-        named = affinity(task.spec.strategy)
-        if named is not None and not named[1]:
-            target = self._nodes.get(named[0])
-            if target is None or not target.alive:
-                return True
+        if self._named_node_gone(task):
+            return True
         if in_group(task.spec.strategy) is not None:
             return False  # its group's bundles decide
         return bool(unplaceable(task.demand, task.spec.strategy, self._nodes.values()))
+
+    def _named_node_gone(self, task: TaskRecord) -> str:
+        """Why ``task`` can never run if it must run on a node that is dead or unknown, else ""."""
+        named = affinity(task.spec.strategy)
+        if named is None or named[1]:
+            return ""
+        target = self._nodes.get(named[0])
+        if target is not None and target.alive:
+            return ""
+        state = "dead" if target else "unknown"
+        return f"its NodeAffinitySchedulingStrategy names node {named[0]}, which is {state}"
 
     def unschedulable(self, task: TaskRecord, why: str) -> None:
         spec = task.spec
