@@ -191,20 +191,29 @@ class Objects:
 
     def when_ready(self, object_ids: list[bytes], callback: Callable[[], None]) -> None:
         """Call ``callback()`` (on the thread that reads the answer) once each of
-        ``object_ids`` is ready here, asking the node for those it will not send unasked."""
+        ``object_ids`` not here yet is (once for each)."""
+        self._on_arrival(object_ids, lambda _payload: callback())
+
+    def _on_arrival(self, object_ids: list[bytes], callback: Callable[[Payload | None], None]) -> list[Payload | None]:
+        """Register ``callback(payload)`` for each of ``object_ids`` not here yet, asking the
+        node for those it will not send unasked; the payloads of those here already (else None)."""
+        here: list[Payload | None] = []
         subscribe = []
         with self._lock:
             for object_id in object_ids:
-                if object_id in self._ready:
+                data = self._ready.get(object_id)
+                here.append(data)
+                if data is not None:
                     continue
-                self._callbacks.setdefault(object_id, []).append(lambda _payload: callback())
+                self._callbacks.setdefault(object_id, []).append(callback)
                 if object_id not in self._subscribed:
                     self._subscribed.add(object_id)
                     subscribe.append(object_id)
         if subscribe:
             self._conn.send_many([(P.SUBSCRIBE, subscribe)])
-        else:
+        elif None in here:
             self._conn.flush()
+        return here
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -229,20 +238,9 @@ class Objects:
             except concurrent.futures.InvalidStateError:
                 pass  # cancelled between the check and the set
 
-        with self._lock:
-            data = self._ready.get(object_id)
-            if data is None:
-                self._callbacks.setdefault(object_id, []).append(complete)
-            subscribe = data is None and object_id not in self._subscribed
-            if subscribe:
-                self._subscribed.add(object_id)
-        if data is not None:
-            complete(data)
-            return fut
         # Keep the ref alive until the future completes.
         fut.add_done_callback(lambda _f, _keep=ref: None)  # type: ignore[misc]
-        if subscribe:
-            self._conn.send_many([(P.SUBSCRIBE, [object_id])])
-        else:
-            self._conn.flush()
+        (data,) = self._on_arrival([object_id], complete)
+        if data is not None:
+            complete(data)
         return fut
