@@ -108,12 +108,15 @@ class Mailbox:
     def poll(self) -> None:
         """Read what the links hold now, without waiting: on the consumer's thread while it
         runs an item, so that a cancellation sent meanwhile is seen (``is_canceled()``)."""
-        for key, _ in self._selector.select(0):
-            link = key.data
-            if link is None:
+        self._read_links(self._selector.select(0))  # the node's connection is the hub's while an item runs
+
+    def _read_links(self, events: list[tuple[Any, int]]) -> None:
+        """Read the links ``events`` name, off the consumer's wait (``poll``, ``watch``)."""
+        for key, _ in events:
+            if key.data is None:
                 _drain(self._wake_r)  # the consumer is not asleep: nothing to wake
-            elif not (self._borrowed and link is self._lender[1]):  # type: ignore[index]
-                self._read(link)
+            else:
+                self._read(key.data)
 
     def take(self, wanted: Callable[[Any], bool]) -> list[Any]:
         """Remove and return the queued items that are ``wanted``."""
@@ -131,11 +134,7 @@ class Mailbox:
 
         def run() -> None:
             while not stop.is_set():
-                for key, _ in self._selector.select():
-                    if key.data is None:
-                        _drain(self._wake_r)
-                    else:
-                        self._read(key.data)
+                self._read_links(self._selector.select())
 
         watcher = threading.Thread(target=run, name="actorkit-mailbox-watch", daemon=True)
         watcher.start()
