@@ -75,25 +75,17 @@ class ObjectRefGenerator:
 
     def _next(self, timeout: float | None) -> ObjectRef[Any] | None:
         """The next item's ref, waiting for it to be made; None once there are no more."""
-        if self._done:
-            return None
-        if self._peeked is not None:
-            ref, self._peeked = self._peeked, None
-            self._index += 1
-            return ref
-        client = self._client
-        while True:
-            kind, object_id = client.request("stream_next", self._task_id, self._index, timeout=None)
-            if kind == "item":
+        while not self._done:
+            ref = self._waitable()
+            if self._peeked is not None:
+                self._peeked = None
                 self._index += 1
-                return client.adopt_ref(object_id)
-            if kind == "end":
+                return ref
+            if ref is self._completion:
                 self._done = True
                 return None
-            progress = client.adopt_ref(object_id)  # set at the next item or the end
-            client.wait_ready([object_id], 1, timeout)  # lends a worker's CPUs, as get() does
-            del progress
-
+            self._client.wait_ready([ref._id], 1, timeout)  # a progress object; lends CPUs, as get() does
+        return None
 
     def _waitable(self) -> ObjectRef[Any]:
         """A ref that ``wait()`` can wait for: ready once ``next()`` would not block (the
